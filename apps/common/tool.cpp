@@ -1,0 +1,206 @@
+#include "tool.h"
+
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <new>
+
+#include "llmc/core/error.h"
+#include "llmc/core/logging.h"
+#include "llmc/core/version.h"
+#include "llmc/io/json_file.h"
+
+namespace llmc::cli {
+
+namespace {
+
+std::atomic<bool> g_cancel{false};
+
+extern "C" void on_signal(int) { g_cancel.store(true); }
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;  // a second signal ends the process at once
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+void add_common_flags(CLI::App& app, CommonFlags& f) {
+  app.add_option("--device", f.device, "auto | cpu | cuda | cuda:N");
+  app.add_option("--dtype", f.dtype, "compute dtype: float32 | bfloat16 | float16 (float16 needs CUDA)");
+  app.add_option("--threads", f.threads, "CPU threads (0 = all logical cores)");
+  app.add_option("--seed", f.seed, "random seed");
+  app.add_option("--revision", f.revision, "revision of a hub model id (branch, tag or commit)");
+  app.add_option("--config", f.config, "JSON file whose keys are this tool's flag names; explicit flags win");
+  app.add_option("--metrics_out", f.metrics_out, "also write the metrics JSON here (also on failure)");
+  app.add_flag("--json", f.json, "print the metrics JSON on stdout instead of the summary");
+  app.add_option("--log_level", f.log_level, "trace | debug | info | warn | error | off");
+  app.add_flag("--quiet", f.quiet, "only errors on stderr, no progress");
+  app.add_flag("--overwrite", f.overwrite, "replace an existing output directory");
+}
+
+// --config FILE: turns the JSON object into flags placed before the explicit ones (the
+// last occurrence of an option wins, so explicit flags override the file).
+std::vector<std::string> config_args(CLI::App& app, const std::string& path) {
+  const nlohmann::json j = io::read_json_file(path);
+  if (!j.is_object()) throw UsageError(path + ": a --config file must be a JSON object of flag names");
+  std::vector<std::string> args;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    CLI::Option* opt = key == "config" || key == "help" || key == "version" ? nullptr : app.get_option_no_throw("--" + key);
+    if (opt == nullptr) {
+      throw UsageError(path + ": unknown key '" + key + "' (keys are this tool's flag names; see --help)");
+    }
+    const nlohmann::json& v = it.value();
+    if (opt->get_expected_min() == 0) {  // a flag
+      if (!v.is_boolean()) throw UsageError(path + ": '" + key + "' must be true or false");
+      if (v.get<bool>()) args.push_back("--" + key);
+      continue;
+    }
+    if (v.is_string()) args.push_back("--" + key + "=" + v.get<std::string>());
+    else if (v.is_number() || v.is_boolean()) args.push_back("--" + key + "=" + v.dump());
+    else if (v.is_null()) continue;
+    else throw UsageError(path + ": '" + key + "' must be a string, number or boolean");
+  }
+  return args;
+}
+
+std::string find_config_arg(int argc, char** argv) {
+  std::string path;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) path = argv[i + 1];
+    else if (a.rfind("--config=", 0) == 0) path = a.substr(9);
+  }
+  return path;
+}
+
+// The resolved flags, typed: flags as booleans, numbers as numbers.
+nlohmann::json resolved_options(const CLI::App& app) {
+  nlohmann::json o = nlohmann::json::object();
+  for (const CLI::Option* opt : app.get_options()) {
+    const std::string name = opt->get_single_name();
+    if (name.empty() || name == "help" || name == "version") continue;
+    if (opt->get_expected_min() == 0) {
+      o[name] = opt->count() > 0;
+      continue;
+    }
+    std::string v = opt->count() > 0 ? opt->as<std::string>() : opt->get_default_str();
+    if (!v.empty()) {
+      char* end = nullptr;
+      const long long i = std::strtoll(v.c_str(), &end, 10);
+      if (*end == '\0') { o[name] = i; continue; }
+      const double d = std::strtod(v.c_str(), &end);
+      if (*end == '\0') { o[name] = d; continue; }
+    }
+    o[name] = v;
+  }
+  return o;
+}
+
+void print_summary(const std::string& tool, const nlohmann::json& metrics) {
+  std::cout << tool << ": " << metrics.value("status", "ok") << "\n";
+  for (auto it = metrics.begin(); it != metrics.end(); ++it) {
+    if (it.key() == "options" || it.key() == "tool" || it.key() == "status" || it.key() == "llmc_version") continue;
+    std::cout << "  " << it.key() << ": " << (it.value().is_string() ? it.value().get<std::string>() : it.value().dump())
+              << "\n";
+  }
+}
+
+void write_metrics_out(const std::string& path, const nlohmann::json& metrics) {
+  if (path.empty()) return;
+  io::write_file_atomic(path, metrics.dump(2) + "\n");
+}
+
+}  // namespace
+
+int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body) {
+  CommonFlags flags;
+  add_common_flags(app, flags);
+  app.set_version_flag("--version", std::string("llmc ") + version());
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  for (CLI::Option* opt : app.get_options()) opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
+  const auto start = std::chrono::steady_clock::now();
+  nlohmann::json metrics = {{"tool", tool}, {"llmc_version", version()}, {"status", "ok"}};
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  auto fail = [&](const llmc::Error& e, bool parsed) -> int {
+    std::cerr << tool << ": " << e.kind() << ": " << e.what() << std::endl;
+    if (parsed && !flags.metrics_out.empty()) {
+      metrics["status"] = e.code() == ExitCode::kInterrupted ? "interrupted" : "failed";
+      metrics["error"] = e.what();
+      metrics["elapsed_s"] = elapsed();
+      metrics["options"] = resolved_options(app);
+      try {
+        write_metrics_out(flags.metrics_out, metrics);
+      } catch (const std::exception& w) {
+        std::cerr << tool << ": cannot write --metrics_out: " << w.what() << std::endl;
+      }
+    }
+    return static_cast<int>(e.code());
+  };
+
+  bool parsed = false;
+  try {
+    std::vector<std::string> args;
+    const std::string config = find_config_arg(argc, argv);
+    if (!config.empty()) args = config_args(app, config);
+    for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+    std::reverse(args.begin(), args.end());  // CLI11 takes the vector in reverse order
+    try {
+      app.parse(args);
+    } catch (const CLI::CallForHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+      return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+      std::cerr << tool << ": usage error: " << e.what() << "\n(see " << tool << " --help)" << std::endl;
+      return static_cast<int>(ExitCode::kUsage);
+    }
+    parsed = true;
+    setup_logging(flags.log_level, flags.quiet);
+    install_signal_handlers();
+    RunContextOptions rc;
+    rc.device = flags.device;
+    rc.dtype = flags.dtype;
+    rc.threads = flags.threads;
+    rc.seed = flags.seed;
+    RunContext ctx = make_run_context(rc);
+    ctx.cancel_flag = &g_cancel;
+    ctx.progress = !flags.quiet;
+    log_info(tool + " on " + ctx.device.str() + ", " + dtype_name(ctx.dtype) + ", " + std::to_string(ctx.threads) +
+             " thread(s)");
+
+    nlohmann::json result = body(ctx, flags);
+    ctx.check_cancelled();
+    for (auto it = result.begin(); it != result.end(); ++it) metrics[it.key()] = it.value();
+    metrics["elapsed_s"] = elapsed();
+    metrics["options"] = resolved_options(app);
+    write_metrics_out(flags.metrics_out, metrics);
+    if (flags.json) std::cout << metrics.dump(2) << std::endl;
+    else print_summary(tool, metrics);
+    return 0;
+  } catch (const llmc::Error& e) {
+    return fail(e, parsed);
+  } catch (const std::bad_alloc&) {
+    return fail(ResourceError("out of memory"), parsed);
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    if (msg.find("out of memory") != std::string::npos || msg.find("DefaultCPUAllocator") != std::string::npos) {
+      return fail(ResourceError("out of memory: " + msg), parsed);
+    }
+    return fail(llmc::Error("LibTorch: " + msg), parsed);
+  } catch (const std::exception& e) {
+    return fail(llmc::Error(e.what()), parsed);
+  }
+}
+
+}  // namespace llmc::cli

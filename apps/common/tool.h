@@ -1,0 +1,36 @@
+// What every llmc executable shares: the common flags (declared once), --config JSON files,
+// run-context resolution, signals, metrics JSON, and the one place where typed errors
+// become exit codes.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "llmc/core/run_context.h"
+
+namespace llmc::cli {
+
+struct CommonFlags {
+  std::string device{"auto"};
+  std::string dtype{"float32"};
+  int threads{0};
+  uint64_t seed{0};
+  std::string revision{"main"};
+  std::string config;
+  std::string metrics_out;
+  bool json{false};
+  std::string log_level{"info"};
+  bool quiet{false};
+  bool overwrite{false};
+};
+
+// The tool's work: returns its result figures (merged into the metrics JSON).
+using ToolBody = std::function<nlohmann::json(const RunContext& ctx, const CommonFlags& flags)>;
+
+// Parses argv (after the tool declared its own flags on `app`), runs `body`, prints the
+// human summary or --json on stdout, writes --metrics_out, returns the exit code.
+int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body);
+
+}  // namespace llmc::cli

@@ -1,0 +1,26 @@
+// Perplexity by the protocol of DESIGN.md §4: consecutive non-overlapping windows of
+// max_length tokens (the last may be shorter); every token of a window after its first is
+// predicted from the tokens before it in the same window.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "llmc/core/run_context.h"
+#include "llmc/model/causal_lm.h"
+
+namespace llmc::eval {
+
+struct PerplexityResult {
+  double perplexity{0.0};
+  double total_nll{0.0};
+  int64_t predicted_tokens{0};
+  int64_t windows{0};
+};
+
+// UsageError when max_length or batch_size is out of range, InputError when there is
+// nothing to predict (fewer than 2 tokens).
+PerplexityResult perplexity(model::CausalLM& model, const std::vector<int64_t>& ids, int64_t max_length,
+                            int64_t batch_size, const RunContext& ctx);
+
+}  // namespace llmc::eval

@@ -1,0 +1,31 @@
+// Hugging Face model directories and the local Hugging Face cache. FORMATS.md §2.5, §4.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "llmc/io/state_dict.h"
+
+namespace llmc::io {
+
+// The hub cache root: $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub,
+// else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub.
+std::string hf_hub_cache_dir();
+
+// A model argument: an existing directory is that directory; otherwise a hub id looked up
+// in the cache at `revision` (a branch/tag name or a commit). InputError (exit 3) listing
+// the places looked in when neither.
+std::string resolve_model_dir(const std::string& model_arg, const std::string& revision = "main");
+
+// The weight files of a model directory, in the order transformers prefers: model.safetensors,
+// sharded safetensors (index), pytorch_model.bin, sharded .bin (index).
+std::vector<std::string> weight_files(const std::string& dir);
+
+// All tensors of a model directory, loaded from weight_files(dir).
+StateDict load_weights(const std::string& dir);
+
+// Sum of the sizes of the regular files in dir (following links), excluding the names given.
+uint64_t directory_size_bytes(const std::string& dir, const std::vector<std::string>& exclude = {"metrics.json"});
+
+}  // namespace llmc::io

@@ -1,0 +1,71 @@
+// safetensors reading (memory-mapped, fully validated before any data is touched) and
+// writing (the reference writer's layout). FORMATS.md §2.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "llmc/io/state_dict.h"
+
+namespace llmc::io {
+
+struct SafetensorsEntry {
+  std::string name;
+  std::string dtype;  // "F32", "BF16", ...
+  std::vector<int64_t> shape;
+  uint64_t begin{0};  // offsets into the data buffer
+  uint64_t end{0};
+};
+
+class MappedFile;
+
+class SafetensorsFile {
+ public:
+  // Maps and validates the file; throws InputError naming the file (and tensor) on any
+  // violation of FORMATS.md §2.4.
+  static SafetensorsFile open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const std::vector<SafetensorsEntry>& entries() const { return entries_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool contains(const std::string& name) const;
+
+  // A CPU tensor over the mapped data (copy-on-write mapping: editing it does not touch
+  // the file). Copied into aligned memory when the data is not aligned for its dtype.
+  // Throws InputError for dtypes LibTorch cannot represent.
+  at::Tensor tensor(const std::string& name) const;
+  StateDict load_all() const;
+
+ private:
+  std::string path_;
+  std::shared_ptr<MappedFile> map_;
+  uint64_t data_start_{0};
+  std::vector<SafetensorsEntry> entries_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// The safetensors dtype string for a LibTorch dtype; throws UsageError if none.
+std::string safetensors_dtype(c10::ScalarType type);
+
+// Writes one file: tensors ordered by dtype alignment (largest first) then name, header
+// padded with spaces to a multiple of 8, metadata {"format": "pt"} unless given.
+// Tensors must not share storage; non-contiguous tensors are made contiguous.
+void save_safetensors(const std::string& path, const StateDict& tensors,
+                      const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+// Writes `model.safetensors` into dir, or `model-0000i-of-0000n.safetensors` shards of at
+// most max_shard_bytes plus `model.safetensors.index.json` when it does not fit in one.
+// Returns the file names written.
+std::vector<std::string> save_safetensors_sharded(const std::string& dir, const StateDict& tensors,
+                                                  uint64_t max_shard_bytes);
+
+// "5GB" -> 5e9, "500MB", "10KiB", "123" (bytes). Throws UsageError.
+uint64_t parse_byte_size(const std::string& text);
+
+}  // namespace llmc::io

@@ -1,0 +1,17 @@
+// A checkpoint's tensors by name (Hugging Face key names), sorted by name.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace llmc::io {
+
+using StateDict = std::map<std::string, at::Tensor>;
+
+// Bytes of a tensor's elements (numel * element size).
+uint64_t tensor_nbytes(const at::Tensor& t);
+
+}  // namespace llmc::io

@@ -1,0 +1,60 @@
+// A causal language model as the rest of llmc sees it: logits from ids, a KV cache,
+// parameters by their Hugging Face names. Models are made by model_type through a registry.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "llmc/core/run_context.h"
+
+namespace llmc::model {
+
+// Keys and values of past positions, one [B, heads, past, head_dim] pair per layer.
+struct KVCache {
+  std::vector<at::Tensor> keys;
+  std::vector<at::Tensor> values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+};
+
+struct ModelInfo {
+  std::string model_type;
+  int64_t vocab_size{0};
+  int64_t max_positions{0};
+  int64_t num_layers{0};
+  std::optional<int64_t> bos_token_id;
+  std::optional<int64_t> eos_token_id;
+  std::optional<int64_t> pad_token_id;
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+
+  // input_ids: [B, T] int64 on the model's device. attention_mask: [B, past + T] with 1 for
+  // real tokens and 0 for padding (past = cache length, 0 without a cache). When `cache` is
+  // given it is read and extended. Returns logits [B, T, vocab] in the compute dtype.
+  virtual at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KVCache* cache) = 0;
+
+  virtual const ModelInfo& info() const = 0;
+  // Every parameter under its Hugging Face name (tied weights appear under both names).
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() const = 0;
+  // Names of the weights of the decoder layers' linear layers (q/k/v/out, fc1, fc2 for OPT).
+  virtual std::vector<std::string> decoder_linear_weight_names() const = 0;
+  virtual c10::Device device() const = 0;
+  virtual c10::ScalarType dtype() const = 0;
+};
+
+// Loads config.json and the weights of a Hugging Face model directory onto ctx.device in
+// ctx.dtype. InputError (exit 3) for an unsupported model_type, missing/ill-shaped tensors,
+// unsupported weight dtypes.
+std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const RunContext& ctx);
+
+// Model types the registry knows ("opt").
+std::vector<std::string> supported_model_types();
+
+}  // namespace llmc::model

@@ -1,0 +1,417 @@
+#include "pickle.h"
+
+#include <ATen/ops/empty.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "llmc/core/error.h"
+
+namespace llmc::io::pickle {
+
+namespace {
+
+constexpr size_t kMaxStackDepth = 1 << 20;
+constexpr size_t kMaxMemo = 1 << 24;
+
+// Globals a checkpoint may name. Storage classes map to their dtype.
+const std::map<std::string, c10::ScalarType>& storage_classes() {
+  static const std::map<std::string, c10::ScalarType> m = {
+      {"torch.DoubleStorage", c10::kDouble},   {"torch.FloatStorage", c10::kFloat},
+      {"torch.HalfStorage", c10::kHalf},       {"torch.BFloat16Storage", c10::kBFloat16},
+      {"torch.LongStorage", c10::kLong},       {"torch.IntStorage", c10::kInt},
+      {"torch.ShortStorage", c10::kShort},     {"torch.CharStorage", c10::kChar},
+      {"torch.ByteStorage", c10::kByte},       {"torch.BoolStorage", c10::kBool},
+      {"torch.ComplexFloatStorage", c10::kComplexFloat}, {"torch.ComplexDoubleStorage", c10::kComplexDouble},
+      {"torch.UntypedStorage", c10::kByte},
+  };
+  return m;
+}
+
+const std::map<std::string, c10::ScalarType>& dtype_globals() {
+  static const std::map<std::string, c10::ScalarType> m = {
+      {"torch.float64", c10::kDouble}, {"torch.float32", c10::kFloat}, {"torch.float16", c10::kHalf},
+      {"torch.bfloat16", c10::kBFloat16}, {"torch.int64", c10::kLong}, {"torch.int32", c10::kInt},
+      {"torch.int16", c10::kShort}, {"torch.int8", c10::kChar}, {"torch.uint8", c10::kByte},
+      {"torch.bool", c10::kBool}, {"torch.complex64", c10::kComplexFloat}, {"torch.complex128", c10::kComplexDouble},
+  };
+  return m;
+}
+
+const std::set<std::string>& callable_globals() {
+  static const std::set<std::string> s = {
+      "collections.OrderedDict",          "torch._utils._rebuild_tensor",
+      "torch._utils._rebuild_tensor_v2",  "torch._utils._rebuild_tensor_v3",
+      "torch._utils._rebuild_parameter",  "torch._utils._rebuild_parameter_with_state",
+      "torch.nn.parameter.Parameter",
+  };
+  return s;
+}
+
+bool allowed_global(const std::string& name) {
+  return callable_globals().count(name) || storage_classes().count(name) || dtype_globals().count(name);
+}
+
+class Unpickler {
+ public:
+  Unpickler(const uint8_t* data, size_t size, const StorageLoader& loader, std::string where)
+      : p_(data), end_(data + size), begin_(data), loader_(loader), where_(std::move(where)) {}
+
+  ValuePtr run() {
+    while (true) {
+      const size_t at = static_cast<size_t>(p_ - begin_);
+      const uint8_t op = u8();
+      switch (op) {
+        case 0x80: u8(); break;                                       // PROTO
+        case 0x95: take(8); break;                                    // FRAME
+        case '.': {                                                   // STOP
+          if (stack_.size() != 1 || !marks_.empty()) fail("STOP with an unbalanced stack", at);
+          return stack_.back();
+        }
+        case 'c': {                                                   // GLOBAL
+          std::string module = line(), name = line();
+          push(global(module + "." + name, at));
+          break;
+        }
+        case 0x93: {                                                  // STACK_GLOBAL
+          ValuePtr name = pop(at), module = pop(at);
+          if (module->kind != Kind::kString || name->kind != Kind::kString) fail("STACK_GLOBAL needs two strings", at);
+          push(global(module->s + "." + name->s, at));
+          break;
+        }
+        case 'q': memo_put(u8()); break;                              // BINPUT
+        case 'r': memo_put(u32()); break;                             // LONG_BINPUT
+        case 0x94: memo_put(memo_.size()); break;                     // MEMOIZE
+        case 'h': push(memo_get(u8(), at)); break;                    // BINGET
+        case 'j': push(memo_get(u32(), at)); break;                   // LONG_BINGET
+        case '(':                                                     // MARK
+          marks_.push_back(stack_.size());
+          break;
+        case 't': push(make_seq(Kind::kTuple, pop_mark(at))); break;  // TUPLE
+        case ')': push(make_seq(Kind::kTuple, {})); break;            // EMPTY_TUPLE
+        case 0x85: push(make_seq(Kind::kTuple, pop_n(1, at))); break; // TUPLE1
+        case 0x86: push(make_seq(Kind::kTuple, pop_n(2, at))); break; // TUPLE2
+        case 0x87: push(make_seq(Kind::kTuple, pop_n(3, at))); break; // TUPLE3
+        case ']': push(make_seq(Kind::kList, {})); break;             // EMPTY_LIST
+        case 0x8f: push(make_seq(Kind::kList, {})); break;            // EMPTY_SET (held as a list)
+        case '}': push(make_seq(Kind::kDict, {})); break;                  // EMPTY_DICT
+        case 'a': {                                                   // APPEND
+          ValuePtr v = pop(at);
+          seq_target(at)->items.push_back(v);
+          break;
+        }
+        case 'e':                                                     // APPENDS
+        case 0x90: {                                                  // ADDITEMS
+          auto vals = pop_mark(at);
+          auto target = seq_target(at);
+          target->items.insert(target->items.end(), vals.begin(), vals.end());
+          break;
+        }
+        case 's': {                                                   // SETITEM
+          ValuePtr v = pop(at), k = pop(at);
+          dict_target(at)->entries.emplace_back(k, v);
+          break;
+        }
+        case 'u': {                                                   // SETITEMS
+          auto vals = pop_mark(at);
+          if (vals.size() % 2 != 0) fail("SETITEMS with an odd number of items", at);
+          auto target = dict_target(at);
+          for (size_t i = 0; i < vals.size(); i += 2) target->entries.emplace_back(vals[i], vals[i + 1]);
+          break;
+        }
+        case 'X': push(make_string(Kind::kString, take(u32()))); break;   // BINUNICODE
+        case 0x8c: push(make_string(Kind::kString, take(u8()))); break;   // SHORT_BINUNICODE
+        case 'U': push(make_string(Kind::kString, take(u8()))); break;    // SHORT_BINSTRING
+        case 'C': push(make_string(Kind::kBytes, take(u8()))); break;     // SHORT_BINBYTES
+        case 'B': push(make_string(Kind::kBytes, take(u32()))); break;    // BINBYTES
+        case 'J': push(make_int(static_cast<int32_t>(u32()))); break;     // BININT
+        case 'K': push(make_int(u8())); break;                            // BININT1
+        case 'M': push(make_int(u16())); break;                           // BININT2
+        case 0x8a: push(make_int(long1(u8(), at))); break;                // LONG1
+        case 'G': push(make_float(f64_be())); break;                      // BINFLOAT
+        case 'N': push(std::make_shared<Value>()); break;                 // NONE
+        case 0x88: push(make_bool(true)); break;                          // NEWTRUE
+        case 0x89: push(make_bool(false)); break;                         // NEWFALSE
+        case 'R': {                                                       // REDUCE
+          ValuePtr args = pop(at), fn = pop(at);
+          push(call(fn, args, at));
+          break;
+        }
+        case 0x81: {                                                      // NEWOBJ
+          ValuePtr args = pop(at), cls = pop(at);
+          push(call(cls, args, at));
+          break;
+        }
+        case 'b': {                                                       // BUILD
+          ValuePtr state = pop(at);
+          ValuePtr obj = top(at);
+          (void)state;
+          if (obj->kind != Kind::kDict && obj->kind != Kind::kTensor) fail("BUILD on an object that is not a dict or tensor", at);
+          break;  // _metadata of an OrderedDict, tensor subclass state: ignored
+        }
+        case 'Q': {                                                       // BINPERSID
+          ValuePtr pid = pop(at);
+          push(persistent(pid, at));
+          break;
+        }
+        default: {
+          char buf[64];
+          std::snprintf(buf, sizeof(buf), "unsupported pickle opcode 0x%02x", op);
+          fail(buf, at);
+        }
+      }
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what, size_t at) const {
+    throw InputError(where_ + ": " + what + " at byte " + std::to_string(at));
+  }
+
+  const uint8_t* take(size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n) fail("unexpected end of pickle data (truncated)", static_cast<size_t>(p_ - begin_));
+    const uint8_t* r = p_;
+    p_ += n;
+    return r;
+  }
+  uint8_t u8() { return *take(1); }
+  uint16_t u16() { const uint8_t* b = take(2); return static_cast<uint16_t>(b[0] | (b[1] << 8)); }
+  uint32_t u32() {
+    const uint8_t* b = take(4);
+    return static_cast<uint32_t>(b[0]) | (static_cast<uint32_t>(b[1]) << 8) | (static_cast<uint32_t>(b[2]) << 16) |
+           (static_cast<uint32_t>(b[3]) << 24);
+  }
+  double f64_be() {
+    const uint8_t* b = take(8);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | b[i];
+    double d;
+    std::memcpy(&d, &v, 8);
+    return d;
+  }
+  int64_t long1(size_t n, size_t at) {
+    if (n > 8) fail("integer wider than 64 bits", at);
+    const uint8_t* b = take(n);
+    if (n == 0) return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(b[i]) << (8 * i);
+    if (n < 8 && (b[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);  // sign-extend
+    return static_cast<int64_t>(v);
+  }
+  std::string line() {
+    const uint8_t* start = p_;
+    while (p_ < end_ && *p_ != '\n') ++p_;
+    if (p_ == end_) fail("unterminated GLOBAL name", static_cast<size_t>(start - begin_));
+    std::string s(reinterpret_cast<const char*>(start), static_cast<size_t>(p_ - start));
+    ++p_;
+    return s;
+  }
+
+  void push(ValuePtr v) {
+    if (stack_.size() >= kMaxStackDepth) fail("pickle stack too deep", static_cast<size_t>(p_ - begin_));
+    stack_.push_back(std::move(v));
+  }
+  ValuePtr pop(size_t at) {
+    if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) fail("pickle stack underflow", at);
+    ValuePtr v = stack_.back();
+    stack_.pop_back();
+    return v;
+  }
+  ValuePtr top(size_t at) {
+    if (stack_.empty()) fail("pickle stack underflow", at);
+    return stack_.back();
+  }
+  std::vector<ValuePtr> pop_n(size_t n, size_t at) {
+    std::vector<ValuePtr> out(n);
+    for (size_t i = n; i-- > 0;) out[i] = pop(at);
+    return out;
+  }
+  std::vector<ValuePtr> pop_mark(size_t at) {
+    if (marks_.empty()) fail("missing MARK", at);
+    const size_t m = marks_.back();
+    marks_.pop_back();
+    if (m > stack_.size()) fail("corrupt MARK", at);
+    std::vector<ValuePtr> out(stack_.begin() + static_cast<std::ptrdiff_t>(m), stack_.end());
+    stack_.resize(m);
+    return out;
+  }
+  ValuePtr seq_target(size_t at) {
+    ValuePtr t = top(at);
+    if (t->kind != Kind::kList) fail("APPEND to an object that is not a list", at);
+    return t;
+  }
+  ValuePtr dict_target(size_t at) {
+    ValuePtr t = top(at);
+    if (t->kind != Kind::kDict) fail("SETITEM on an object that is not a dict", at);
+    return t;
+  }
+  void memo_put(size_t index) {
+    if (stack_.empty()) fail("memo store from an empty stack", static_cast<size_t>(p_ - begin_));
+    if (index > kMaxMemo) fail("memo index too large", static_cast<size_t>(p_ - begin_));
+    if (memo_.size() <= index) memo_.resize(index + 1);
+    memo_[index] = stack_.back();
+  }
+  ValuePtr memo_get(size_t index, size_t at) {
+    if (index >= memo_.size() || !memo_[index]) fail("memo index " + std::to_string(index) + " was never stored", at);
+    return memo_[index];
+  }
+
+  static ValuePtr make_seq(Kind k, std::vector<ValuePtr> items) {
+    auto v = std::make_shared<Value>();
+    v->kind = k;
+    v->items = std::move(items);
+    return v;
+  }
+  ValuePtr make_string(Kind k, const uint8_t* data) {
+    // take() already advanced; recover the length from the pointer difference.
+    auto v = std::make_shared<Value>();
+    v->kind = k;
+    v->s.assign(reinterpret_cast<const char*>(data), static_cast<size_t>(p_ - data));
+    return v;
+  }
+  static ValuePtr make_int(int64_t i) {
+    auto v = std::make_shared<Value>();
+    v->kind = Kind::kInt;
+    v->i = i;
+    return v;
+  }
+  static ValuePtr make_float(double f) {
+    auto v = std::make_shared<Value>();
+    v->kind = Kind::kFloat;
+    v->f = f;
+    return v;
+  }
+  static ValuePtr make_bool(bool b) {
+    auto v = std::make_shared<Value>();
+    v->kind = Kind::kBool;
+    v->b = b;
+    return v;
+  }
+
+  ValuePtr global(const std::string& name, size_t at) {
+    if (!allowed_global(name)) {
+      fail("forbidden global '" + name + "' (only tensor-rebuilding globals are allowed; nothing was executed)", at);
+    }
+    auto v = std::make_shared<Value>();
+    v->kind = Kind::kGlobal;
+    v->s = name;
+    return v;
+  }
+
+  int64_t as_int(const ValuePtr& v, const char* what, size_t at) {
+    if (v->kind != Kind::kInt) fail(std::string("expected an integer for ") + what, at);
+    return v->i;
+  }
+  std::vector<int64_t> as_int_tuple(const ValuePtr& v, const char* what, size_t at) {
+    if (v->kind != Kind::kTuple && v->kind != Kind::kList) fail(std::string("expected a tuple for ") + what, at);
+    std::vector<int64_t> out;
+    for (const auto& item : v->items) out.push_back(as_int(item, what, at));
+    return out;
+  }
+
+  ValuePtr rebuild_tensor(const ValuePtr& storage, const ValuePtr& offset_v, const ValuePtr& size_v,
+                          const ValuePtr& stride_v, c10::ScalarType dtype, size_t at) {
+    if (storage->kind != Kind::kStorage) fail("tensor rebuild without a storage", at);
+    const int64_t offset = as_int(offset_v, "storage_offset", at);
+    const auto size = as_int_tuple(size_v, "size", at);
+    const auto stride = as_int_tuple(stride_v, "stride", at);
+    if (size.size() != stride.size()) fail("size and stride have different lengths", at);
+    at::Tensor base = storage->tensor;
+    if (dtype != base.scalar_type()) {
+      // Untyped storage (bytes) viewed as the tensor's dtype.
+      const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype));
+      if (base.numel() % elem != 0) fail("untyped storage size is not a multiple of the element size", at);
+      base = base.view(dtype);
+    }
+    if (offset < 0) fail("negative storage offset", at);
+    int64_t last = offset;  // highest element index touched
+    bool empty = false;
+    for (size_t d = 0; d < size.size(); ++d) {
+      if (size[d] < 0 || stride[d] < 0) fail("negative size or stride", at);
+      if (size[d] == 0) empty = true;
+      else if (stride[d] > 0 && size[d] - 1 > (int64_t{1} << 50) / stride[d]) fail("size x stride overflows", at);
+      else last += (size[d] - 1) * stride[d];
+    }
+    auto v = std::make_shared<Value>();
+    v->kind = Kind::kTensor;
+    if (empty) {
+      v->tensor = at::empty(size, base.options());
+      return v;
+    }
+    if (last >= base.numel()) {
+      fail("tensor of size [" + std::to_string(size.size()) + " dims] reaches element " + std::to_string(last) +
+               " of a storage with " + std::to_string(base.numel()) + " elements",
+           at);
+    }
+    v->tensor = base.as_strided(size, stride, offset);
+    return v;
+  }
+
+  ValuePtr call(const ValuePtr& fn, const ValuePtr& args, size_t at) {
+    if (fn->kind != Kind::kGlobal) fail("REDUCE on something that is not an allowed global", at);
+    if (args->kind != Kind::kTuple) fail("REDUCE arguments are not a tuple", at);
+    const auto& a = args->items;
+    const std::string& name = fn->s;
+    if (name == "collections.OrderedDict") {
+      if (!a.empty()) fail("OrderedDict with constructor arguments", at);
+      auto v = std::make_shared<Value>();
+      v->kind = Kind::kDict;
+      return v;
+    }
+    if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
+      if (a.size() < 4) fail(name + " needs at least 4 arguments", at);
+      if (a[0]->kind != Kind::kStorage) fail(name + " without a storage", at);
+      return rebuild_tensor(a[0], a[1], a[2], a[3], a[0]->storage_dtype, at);
+    }
+    if (name == "torch._utils._rebuild_tensor_v3") {
+      if (a.size() < 7) fail(name + " needs at least 7 arguments", at);
+      if (a[6]->kind != Kind::kGlobal || !dtype_globals().count(a[6]->s)) fail(name + ": unknown dtype", at);
+      return rebuild_tensor(a[0], a[1], a[2], a[3], dtype_globals().at(a[6]->s), at);
+    }
+    if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state" ||
+        name == "torch.nn.parameter.Parameter") {
+      if (a.empty() || a[0]->kind != Kind::kTensor) fail(name + " without a tensor", at);
+      return a[0];
+    }
+    fail("global '" + name + "' is not callable here", at);
+  }
+
+  ValuePtr persistent(const ValuePtr& pid, size_t at) {
+    if (pid->kind != Kind::kTuple || pid->items.size() < 5) fail("persistent id is not a 5-tuple", at);
+    const auto& t = pid->items;
+    if (t[0]->kind != Kind::kString || t[0]->s != "storage") fail("persistent id is not a storage", at);
+    if (t[1]->kind != Kind::kGlobal || !storage_classes().count(t[1]->s)) fail("persistent id with an unknown storage type", at);
+    if (t[2]->kind != Kind::kString) fail("persistent id without a storage key", at);
+    const int64_t numel = as_int(t[4], "storage size", at);
+    if (numel < 0) fail("negative storage size", at);
+    const c10::ScalarType dtype = storage_classes().at(t[1]->s);
+    auto it = storages_.find(t[2]->s);
+    if (it != storages_.end()) return it->second;
+    auto v = std::make_shared<Value>();
+    v->kind = Kind::kStorage;
+    v->storage_dtype = dtype;
+    v->tensor = loader_(t[2]->s, dtype, numel);
+    storages_[t[2]->s] = v;
+    return v;
+  }
+
+  const uint8_t* p_;
+  const uint8_t* end_;
+  const uint8_t* begin_;
+  const StorageLoader& loader_;
+  std::string where_;
+  std::vector<ValuePtr> stack_;
+  std::vector<size_t> marks_;
+  std::vector<ValuePtr> memo_;
+  std::map<std::string, ValuePtr> storages_;
+};
+
+}  // namespace
+
+ValuePtr unpickle(const uint8_t* data, size_t size, const StorageLoader& load_storage, const std::string& where) {
+  return Unpickler(data, size, load_storage, where).run();
+}
+
+}  // namespace llmc::io::pickle

@@ -1,0 +1,42 @@
+// A restricted unpickler for torch.save's data.pkl (FORMATS.md §3.2-3.3). It builds plain
+// values; GLOBALs are names checked against an allowlist and are never imported or
+// called; the only "calls" are the allowlisted rebuild functions, implemented here.
+// Private to llmc::io.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace llmc::io::pickle {
+
+struct Value;
+using ValuePtr = std::shared_ptr<Value>;
+
+enum class Kind { kNone, kBool, kInt, kFloat, kString, kBytes, kTuple, kList, kDict, kGlobal, kStorage, kTensor };
+
+struct Value {
+  Kind kind{Kind::kNone};
+  bool b{false};
+  int64_t i{0};
+  double f{0.0};
+  std::string s;       // string / bytes / global "module.name"
+  std::vector<ValuePtr> items;                          // tuple, list
+  std::vector<std::pair<ValuePtr, ValuePtr>> entries;   // dict (insertion order)
+  at::Tensor tensor;   // storage (1-D bytes or typed) or rebuilt tensor
+  c10::ScalarType storage_dtype{c10::ScalarType::Undefined};  // for storages
+};
+
+// Resolves a persistent id ("storage", type, key, location, numel) to a 1-D CPU tensor of
+// the storage's dtype (or uint8 bytes for an untyped storage).
+using StorageLoader = std::function<at::Tensor(const std::string& key, c10::ScalarType dtype, int64_t numel)>;
+
+// Throws InputError (prefixed by `where`) on malformed data or a forbidden global.
+ValuePtr unpickle(const uint8_t* data, size_t size, const StorageLoader& load_storage, const std::string& where);
+
+}  // namespace llmc::io::pickle

@@ -1,0 +1,346 @@
+#include "llmc/io/safetensors.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "llmc/core/error.h"
+#include "mapped_file.h"
+
+namespace llmc::io {
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // reference MAX_HEADER_SIZE
+constexpr uint64_t kMaxDim = uint64_t{1} << 48;     // schema limit on integers
+
+struct DtypeInfo {
+  const char* name;
+  int bits;
+  c10::ScalarType torch_type;  // Undefined when LibTorch 1.13 cannot hold it
+};
+
+// In the reference's enum order (increasing alignment); the writer sorts by it.
+const DtypeInfo kDtypes[] = {
+    {"BOOL", 8, c10::kBool},
+    {"F4", 4, c10::ScalarType::Undefined},
+    {"F6_E2M3", 6, c10::ScalarType::Undefined},
+    {"F6_E3M2", 6, c10::ScalarType::Undefined},
+    {"U8", 8, c10::kByte},
+    {"I8", 8, c10::kChar},
+    {"F8_E5M2", 8, c10::ScalarType::Undefined},
+    {"F8_E4M3", 8, c10::ScalarType::Undefined},
+    {"F8_E8M0", 8, c10::ScalarType::Undefined},
+    {"F8_E4M3FNUZ", 8, c10::ScalarType::Undefined},
+    {"F8_E5M2FNUZ", 8, c10::ScalarType::Undefined},
+    {"I16", 16, c10::kShort},
+    {"U16", 16, c10::ScalarType::Undefined},
+    {"F16", 16, c10::kHalf},
+    {"BF16", 16, c10::kBFloat16},
+    {"I32", 32, c10::kInt},
+    {"U32", 32, c10::ScalarType::Undefined},
+    {"F32", 32, c10::kFloat},
+    {"C64", 64, c10::kComplexFloat},
+    {"F64", 64, c10::kDouble},
+    {"I64", 64, c10::kLong},
+    {"U64", 64, c10::ScalarType::Undefined},
+};
+
+const DtypeInfo* find_dtype(const std::string& name) {
+  for (const auto& d : kDtypes) {
+    if (name == d.name) return &d;
+  }
+  return nullptr;
+}
+
+int dtype_rank(const std::string& name) {
+  for (size_t i = 0; i < std::size(kDtypes); ++i) {
+    if (name == kDtypes[i].name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+uint64_t read_u64_le(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+SafetensorsEntry parse_entry(const std::string& path, const std::string& name, const nlohmann::json& v) {
+  auto bad = [&](const std::string& why) {
+    return InputError(path + ": tensor '" + name + "': " + why);
+  };
+  if (!v.is_object()) throw bad("header entry is not an object");
+  SafetensorsEntry e;
+  e.name = name;
+  auto dt = v.find("dtype");
+  if (dt == v.end() || !dt->is_string()) throw bad("missing string field 'dtype'");
+  e.dtype = dt->get<std::string>();
+  if (find_dtype(e.dtype) == nullptr) throw bad("unknown dtype '" + e.dtype + "'");
+  auto sh = v.find("shape");
+  if (sh == v.end() || !sh->is_array()) throw bad("missing array field 'shape'");
+  for (const auto& d : *sh) {
+    if (!d.is_number_unsigned() || d.get<uint64_t>() >= kMaxDim) {
+      throw bad("shape entries must be non-negative integers below 2^48, found " + d.dump());
+    }
+    e.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
+  }
+  auto off = v.find("data_offsets");
+  if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+      !(*off)[1].is_number_unsigned()) {
+    throw bad("'data_offsets' must be two non-negative integers");
+  }
+  e.begin = (*off)[0].get<uint64_t>();
+  e.end = (*off)[1].get<uint64_t>();
+  return e;
+}
+
+}  // namespace
+
+SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  SafetensorsFile f;
+  f.path_ = path;
+  f.map_ = std::make_shared<MappedFile>(path);
+  const uint64_t size = f.map_->size();
+  if (size < 8) {
+    throw InputError(path + ": not a safetensors file: " + std::to_string(size) +
+                     " bytes, expected at least 8 (header length)");
+  }
+  const uint64_t n = read_u64_le(f.map_->data());
+  if (n > kMaxHeaderBytes) {
+    throw InputError(path + ": safetensors header length " + std::to_string(n) + " exceeds the limit of " +
+                     std::to_string(kMaxHeaderBytes) + " bytes");
+  }
+  if (8 + n > size) {
+    throw InputError(path + ": safetensors header length " + std::to_string(n) + " runs past the end of the file (" +
+                     std::to_string(size) + " bytes; truncated?)");
+  }
+  const char* hp = reinterpret_cast<const char*>(f.map_->data() + 8);
+  if (n == 0 || hp[0] != '{') throw InputError(path + ": safetensors header does not start with '{'");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(hp, hp + n);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": safetensors header is not valid UTF-8 JSON: " + e.what());
+  }
+  if (!header.is_object()) throw InputError(path + ": safetensors header is not a JSON object");
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it.value().is_object()) throw InputError(path + ": __metadata__ must be a string-to-string object");
+      for (auto m = it.value().begin(); m != it.value().end(); ++m) {
+        if (!m.value().is_string()) {
+          throw InputError(path + ": __metadata__ value of '" + m.key() + "' is not a string");
+        }
+        f.metadata_[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    f.entries_.push_back(parse_entry(path, it.key(), it.value()));
+  }
+  std::vector<SafetensorsEntry> sorted = f.entries_;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t expected_begin = 0;
+  for (const auto& e : sorted) {
+    if (e.begin != expected_begin || e.end < e.begin) {
+      throw InputError(path + ": tensor '" + e.name + "': data_offsets [" + std::to_string(e.begin) + ", " +
+                       std::to_string(e.end) + "] expected to start at " + std::to_string(expected_begin) +
+                       " (offsets must cover the buffer without gaps or overlaps)");
+    }
+    const DtypeInfo* dt = find_dtype(e.dtype);
+    uint64_t numel = 1;
+    for (int64_t d : e.shape) {
+      if (d != 0 && numel > (uint64_t{1} << 62) / static_cast<uint64_t>(d)) {
+        throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " overflows");
+      }
+      numel *= static_cast<uint64_t>(d);
+    }
+    if (numel > (uint64_t{1} << 58)) {
+      throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " overflows");
+    }
+    const uint64_t nbits = numel * static_cast<uint64_t>(dt->bits);
+    if (nbits % 8 != 0) {
+      throw InputError(path + ": tensor '" + e.name + "': " + std::to_string(nbits) + " bits is not a whole number of bytes");
+    }
+    if (e.end - e.begin != nbits / 8) {
+      throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " x " + e.dtype + " needs " +
+                       std::to_string(nbits / 8) + " bytes, but data_offsets give " + std::to_string(e.end - e.begin));
+    }
+    expected_begin = e.end;
+  }
+  if (expected_begin + 8 + n != size) {
+    throw InputError(path + ": tensors end at byte " + std::to_string(expected_begin + 8 + n) + " but the file has " +
+                     std::to_string(size) + " bytes (" + (expected_begin + 8 + n > size ? "truncated" : "trailing data") +
+                     ")");
+  }
+  f.data_start_ = 8 + n;
+  for (size_t i = 0; i < f.entries_.size(); ++i) f.index_[f.entries_[i].name] = i;
+  return f;
+}
+
+bool SafetensorsFile::contains(const std::string& name) const { return index_.count(name) != 0; }
+
+at::Tensor SafetensorsFile::tensor(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw InputError(path_ + ": no tensor named '" + name + "'");
+  const SafetensorsEntry& e = entries_[it->second];
+  const DtypeInfo* dt = find_dtype(e.dtype);
+  if (dt->torch_type == c10::ScalarType::Undefined) {
+    throw InputError(path_ + ": tensor '" + name + "': dtype " + e.dtype + " is not supported by this LibTorch");
+  }
+  const auto options = at::TensorOptions().dtype(dt->torch_type).device(c10::kCPU);
+  uint8_t* ptr = map_->data() + data_start_ + e.begin;
+  const uint64_t nbytes = e.end - e.begin;
+  const auto elem = static_cast<uintptr_t>(dt->bits / 8);
+  if (nbytes == 0) return at::empty(e.shape, options);
+  if (reinterpret_cast<uintptr_t>(ptr) % elem == 0) {
+    auto keep = map_;
+    return at::from_blob(ptr, e.shape, [keep](void*) {}, options);
+  }
+  at::Tensor out = at::empty(e.shape, options);
+  std::memcpy(out.data_ptr(), ptr, nbytes);
+  return out;
+}
+
+StateDict SafetensorsFile::load_all() const {
+  StateDict out;
+  for (const auto& e : entries_) out[e.name] = tensor(e.name);
+  return out;
+}
+
+std::string safetensors_dtype(c10::ScalarType type) {
+  for (const auto& d : kDtypes) {
+    if (d.torch_type == type) return d.name;
+  }
+  throw UsageError(std::string("no safetensors dtype for ") + c10::toString(type));
+}
+
+namespace {
+
+struct PlannedTensor {
+  std::string name;
+  std::string dtype;
+  at::Tensor data;  // contiguous CPU
+};
+
+std::vector<PlannedTensor> plan(const StateDict& tensors) {
+  std::vector<PlannedTensor> out;
+  std::map<const void*, std::string> seen;
+  for (const auto& [name, t] : tensors) {
+    at::Tensor c = t.device().is_cpu() ? t.contiguous() : t.to(c10::kCPU).contiguous();
+    if (c.numel() > 0) {
+      auto [pos, inserted] = seen.emplace(t.data_ptr(), name);
+      if (!inserted) {
+        throw Error("safetensors cannot store aliased tensors: '" + name + "' shares memory with '" + pos->second + "'");
+      }
+    }
+    out.push_back({name, safetensors_dtype(c.scalar_type()), c});
+  }
+  std::stable_sort(out.begin(), out.end(), [](const PlannedTensor& a, const PlannedTensor& b) {
+    int ra = dtype_rank(a.dtype), rb = dtype_rank(b.dtype);
+    return ra != rb ? ra > rb : a.name < b.name;
+  });
+  return out;
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const StateDict& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::vector<PlannedTensor> planned = plan(tensors);
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& p : planned) {
+    const uint64_t nbytes = tensor_nbytes(p.data);
+    nlohmann::ordered_json entry;
+    entry["dtype"] = p.dtype;
+    entry["shape"] = p.data.sizes().vec();
+    entry["data_offsets"] = {offset, offset + nbytes};
+    header[p.name] = entry;
+    offset += nbytes;
+  }
+  std::string h = header.dump();
+  h.resize((h.size() + 7) / 8 * 8, ' ');
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw ResourceError(path + ": cannot create file");
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((static_cast<uint64_t>(h.size()) >> (8 * i)) & 0xff);
+  out.write(reinterpret_cast<const char*>(len), 8);
+  out.write(h.data(), static_cast<std::streamsize>(h.size()));
+  for (const auto& p : planned) {
+    out.write(static_cast<const char*>(p.data.data_ptr()), static_cast<std::streamsize>(tensor_nbytes(p.data)));
+  }
+  out.flush();
+  if (!out) throw ResourceError(path + ": write failed (disk full?)");
+}
+
+std::vector<std::string> save_safetensors_sharded(const std::string& dir, const StateDict& tensors,
+                                                  uint64_t max_shard_bytes) {
+  std::vector<StateDict> shards(1);
+  uint64_t current = 0, total = 0;
+  for (const auto& [name, t] : tensors) {
+    const uint64_t nbytes = tensor_nbytes(t);
+    if (current > 0 && current + nbytes > max_shard_bytes) {
+      shards.emplace_back();
+      current = 0;
+    }
+    shards.back()[name] = t;
+    current += nbytes;
+    total += nbytes;
+  }
+  namespace fs = std::filesystem;
+  if (shards.size() == 1) {
+    save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
+    return {"model.safetensors"};
+  }
+  std::vector<std::string> names;
+  nlohmann::json weight_map = nlohmann::json::object();
+  const size_t n = shards.size();
+  for (size_t i = 0; i < n; ++i) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "model-%05zu-of-%05zu.safetensors", i + 1, n);
+    save_safetensors((fs::path(dir) / buf).string(), shards[i]);
+    for (const auto& kv : shards[i]) weight_map[kv.first] = buf;
+    names.emplace_back(buf);
+  }
+  nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
+  std::ofstream out(index_path, std::ios::trunc);
+  out << index.dump(2) << "\n";
+  if (!out) throw ResourceError(index_path + ": write failed");
+  names.emplace_back("model.safetensors.index.json");
+  return names;
+}
+
+uint64_t parse_byte_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0 || i > 15) throw UsageError("expected a size such as 5GB, 500MB or 1024, found '" + text + "'");
+  const uint64_t value = std::stoull(text.substr(0, i));
+  std::string unit = text.substr(i);
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::toupper(c); });
+  static const std::map<std::string, uint64_t> kUnits = {
+      {"", 1},           {"B", 1},
+      {"KB", 1000},      {"MB", 1000 * 1000},        {"GB", 1000ull * 1000 * 1000},   {"TB", 1000ull * 1000 * 1000 * 1000},
+      {"KIB", 1ull << 10}, {"MIB", 1ull << 20},       {"GIB", 1ull << 30},             {"TIB", 1ull << 40}};
+  auto it = kUnits.find(unit);
+  if (it == kUnits.end()) throw UsageError("unknown size unit in '" + text + "' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
+  if (value == 0) throw UsageError("size must be positive, found '" + text + "'");
+  return value * it->second;
+}
+
+}  // namespace llmc::io

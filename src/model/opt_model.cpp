@@ -1,0 +1,189 @@
+// OPT loading: normalizes checkpoint keys, checks every tensor against config.json, builds
+// the modules on the run's device and dtype.
+#include <ATen/core/grad_mode.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "llmc/core/error.h"
+#include "llmc/core/logging.h"
+#include "llmc/io/hf_model_dir.h"
+#include "opt_factory.h"
+#include "opt_modules.h"
+
+namespace llmc::model {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// Hugging Face key forms: model.decoder.*, decoder.* (opt-350m, 6.7b+), lm_head.weight.
+std::string canonical_key(const std::string& key) {
+  if (key.rfind("decoder.", 0) == 0) return "model." + key;
+  return key;
+}
+
+class WeightSource {
+ public:
+  WeightSource(io::StateDict sd, std::string dir, const RunContext& ctx) : dir_(std::move(dir)), ctx_(ctx) {
+    for (auto& [k, v] : sd) tensors_[canonical_key(k)] = v;
+  }
+
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+
+  // The tensor `name`, checked against `shape`, as a contiguous tensor on the run's device
+  // and dtype. `why` explains the expected shape in the error.
+  at::Tensor take(const std::string& name, std::vector<int64_t> shape, const std::string& why) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) throw InputError(dir_ + ": missing tensor '" + name + "'");
+    const at::Tensor& t = it->second;
+    const auto st = t.scalar_type();
+    if (st != c10::kFloat && st != c10::kHalf && st != c10::kBFloat16) {
+      throw InputError(dir_ + ": tensor '" + name + "' has dtype " + std::string(c10::toString(st)) +
+                       ", expected float32, float16 or bfloat16");
+    }
+    if (t.sizes() != at::IntArrayRef(shape)) {
+      throw InputError(dir_ + ": tensor '" + name + "' has shape " + shape_str(t.sizes()) + ", expected " +
+                       shape_str(shape) + " from config.json (" + why + ")");
+    }
+    used_.insert(name);
+    return t.to(ctx_.device, ctx_.dtype).contiguous().detach();
+  }
+
+  void warn_unused() const {
+    for (const auto& [k, v] : tensors_) {
+      if (!used_.count(k)) log_warn(dir_ + ": ignoring unused checkpoint tensor '" + k + "'");
+    }
+  }
+
+ private:
+  std::map<std::string, at::Tensor> tensors_;
+  std::set<std::string> used_;
+  std::string dir_;
+  const RunContext& ctx_;
+};
+
+class OptCausalLM : public CausalLM {
+ public:
+  OptCausalLM(OptForCausalLM module, OptConfig config, const RunContext& ctx)
+      : module_(std::move(module)), config_(std::move(config)), device_(ctx.device), dtype_(ctx.dtype) {
+    info_.model_type = "opt";
+    info_.vocab_size = config_.vocab_size;
+    info_.max_positions = config_.max_position_embeddings;
+    info_.num_layers = config_.num_hidden_layers;
+    info_.bos_token_id = config_.bos_token_id;
+    info_.eos_token_id = config_.eos_token_id;
+    info_.pad_token_id = config_.pad_token_id;
+  }
+
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KVCache* cache) override {
+    const int64_t past = cache != nullptr ? cache->length() : 0;
+    if (input_ids.dim() != 2 || attention_mask.dim() != 2 || attention_mask.size(0) != input_ids.size(0) ||
+        attention_mask.size(1) != past + input_ids.size(1)) {
+      throw UsageError("forward: expected input_ids [B, T] and attention_mask [B, past + T]; got " +
+                       shape_str(input_ids.sizes()) + " and " + shape_str(attention_mask.sizes()) + " with past " +
+                       std::to_string(past));
+    }
+    if (past + input_ids.size(1) > config_.max_position_embeddings) {
+      throw UsageError("sequence of " + std::to_string(past + input_ids.size(1)) +
+                       " tokens exceeds max_position_embeddings " + std::to_string(config_.max_position_embeddings));
+    }
+    std::vector<at::Tensor>* kc = nullptr;
+    std::vector<at::Tensor>* vc = nullptr;
+    if (cache != nullptr) {
+      cache->keys.resize(static_cast<size_t>(config_.num_hidden_layers));
+      cache->values.resize(static_cast<size_t>(config_.num_hidden_layers));
+      kc = &cache->keys;
+      vc = &cache->values;
+    }
+    at::Tensor h = module_->model->decoder->forward(input_ids, attention_mask, kc, vc, past);
+    return module_->lm_head->forward(h);
+  }
+
+  const ModelInfo& info() const override { return info_; }
+
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const override {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& item : module_->named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+    return out;
+  }
+
+  std::vector<std::string> decoder_linear_weight_names() const override {
+    std::vector<std::string> out;
+    for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+      const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
+      for (const char* n : {"self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "fc1", "fc2"}) {
+        out.push_back(p + n + ".weight");
+      }
+    }
+    return out;
+  }
+
+  c10::Device device() const override { return device_; }
+  c10::ScalarType dtype() const override { return dtype_; }
+
+ private:
+  OptForCausalLM module_;
+  OptConfig config_;
+  ModelInfo info_;
+  c10::Device device_;
+  c10::ScalarType dtype_;
+};
+
+}  // namespace
+
+std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohmann::json& config_json,
+                                             const RunContext& ctx) {
+  const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
+  const OptConfig c = OptConfig::from_json(config_json, config_path);
+  at::NoGradGuard no_grad;
+  WeightSource w(io::load_weights(dir), dir, ctx);
+
+  const int64_t V = c.vocab_size, H = c.hidden_size, E = c.word_embed_proj_dim, F = c.ffn_dim;
+  const std::string vh = "vocab_size=" + std::to_string(V) + ", word_embed_proj_dim=" + std::to_string(E);
+  const std::string hs = "hidden_size=" + std::to_string(H);
+  const std::string hf = hs + ", ffn_dim=" + std::to_string(F);
+  auto linear = [&](const std::string& p, int64_t out, int64_t in, bool bias, const std::string& why) {
+    at::Tensor b = bias ? w.take(p + ".bias", {out}, why) : at::Tensor();
+    return Linear(w.take(p + ".weight", {out, in}, why), b);
+  };
+  auto layer_norm = [&](const std::string& p) {
+    if (!c.layer_norm_elementwise_affine) return LayerNorm(at::Tensor(), at::Tensor(), H);
+    return LayerNorm(w.take(p + ".weight", {H}, hs), w.take(p + ".bias", {H}, hs), H);
+  };
+
+  OptDecoderParts parts;
+  const std::string d = "model.decoder.";
+  parts.embed_tokens = Embedding(w.take(d + "embed_tokens.weight", {V, E}, vh));
+  parts.embed_positions = Embedding(w.take(d + "embed_positions.weight", {c.max_position_embeddings + 2, H},
+                                           "max_position_embeddings=" + std::to_string(c.max_position_embeddings) +
+                                               " (+2 offset), " + hs));
+  if (c.has_projections()) {
+    parts.project_out = linear(d + "project_out", E, H, false, hs + ", word_embed_proj_dim=" + std::to_string(E));
+    parts.project_in = linear(d + "project_in", H, E, false, hs + ", word_embed_proj_dim=" + std::to_string(E));
+  }
+  if (c.has_final_layer_norm()) parts.final_layer_norm = layer_norm(d + "final_layer_norm");
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = d + "layers." + std::to_string(i) + ".";
+    OptAttention attn(linear(p + "self_attn.k_proj", H, H, c.enable_bias, hs),
+                      linear(p + "self_attn.v_proj", H, H, c.enable_bias, hs),
+                      linear(p + "self_attn.q_proj", H, H, c.enable_bias, hs),
+                      linear(p + "self_attn.out_proj", H, H, c.enable_bias, hs), c.num_attention_heads);
+    parts.layers.emplace_back(attn, layer_norm(p + "self_attn_layer_norm"), linear(p + "fc1", F, H, c.enable_bias, hf),
+                              linear(p + "fc2", H, F, c.enable_bias, hf), layer_norm(p + "final_layer_norm"), c);
+  }
+  // lm_head is tied to embed_tokens; a checkpoint may carry its own copy.
+  Linear lm_head = w.has("lm_head.weight") ? Linear(w.take("lm_head.weight", {V, E}, vh), at::Tensor())
+                                           : Linear(parts.embed_tokens->weight, at::Tensor());
+  w.warn_unused();
+  OptForCausalLM module(OptModel(OptDecoder(std::move(parts), c)), lm_head);
+  return std::make_unique<OptCausalLM>(std::move(module), c, ctx);
+}
+
+}  // namespace llmc::model

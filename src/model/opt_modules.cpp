@@ -1,0 +1,164 @@
+#include "opt_modules.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/zeros.h>
+
+#include <limits>
+
+namespace llmc::model {
+
+namespace {
+
+at::Scalar lowest(c10::ScalarType t) {
+  switch (t) {
+    case c10::kBFloat16: return at::Scalar(static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest()));
+    case c10::kHalf: return at::Scalar(static_cast<double>(std::numeric_limits<c10::Half>::lowest()));
+    case c10::kDouble: return at::Scalar(std::numeric_limits<double>::lowest());
+    default: return at::Scalar(static_cast<double>(std::numeric_limits<float>::lowest()));
+  }
+}
+
+at::Tensor activate(const at::Tensor& x, const std::string& name) {
+  if (name == "relu") return at::relu(x);
+  if (name == "gelu") return at::gelu(x);
+  if (name == "silu" || name == "swish") return at::silu(x);
+  return at::gelu(x, "tanh");  // gelu_new, gelu_pytorch_tanh (validated by OptConfig)
+}
+
+}  // namespace
+
+LinearImpl::LinearImpl(at::Tensor w, at::Tensor b) {
+  weight = register_parameter("weight", std::move(w), /*requires_grad=*/false);
+  if (b.defined()) bias = register_parameter("bias", std::move(b), /*requires_grad=*/false);
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(at::Tensor w) { weight = register_parameter("weight", std::move(w), false); }
+
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+
+LayerNormImpl::LayerNormImpl(at::Tensor w, at::Tensor b, int64_t d) : dim(d) {
+  if (w.defined()) weight = register_parameter("weight", std::move(w), false);
+  if (b.defined()) bias = register_parameter("bias", std::move(b), false);
+}
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) { return at::layer_norm(x, {dim}, weight, bias, 1e-5); }
+
+OptAttentionImpl::OptAttentionImpl(Linear k, Linear v, Linear q, Linear out, int64_t heads) : num_heads(heads) {
+  // Registration order as in transformers: k, v, q, out.
+  k_proj = register_module("k_proj", std::move(k));
+  v_proj = register_module("v_proj", std::move(v));
+  q_proj = register_module("q_proj", std::move(q));
+  out_proj = register_module("out_proj", std::move(out));
+}
+
+at::Tensor OptAttentionImpl::forward(const at::Tensor& h, const at::Tensor& mask, at::Tensor* k_cache,
+                                     at::Tensor* v_cache) {
+  const int64_t B = h.size(0), T = h.size(1), H = h.size(2);
+  const int64_t hd = H / num_heads;
+  const double scaling = 1.0 / std::sqrt(static_cast<double>(hd));
+  // q is scaled after its bias, before QK^T (FORMATS.md §1.3).
+  auto split = [&](const at::Tensor& x) { return x.view({B, T, num_heads, hd}).transpose(1, 2); };
+  at::Tensor q = split(q_proj->forward(h) * scaling);
+  at::Tensor k = split(k_proj->forward(h));
+  at::Tensor v = split(v_proj->forward(h));
+  if (k_cache != nullptr) {
+    if (k_cache->defined()) {
+      k = at::cat({*k_cache, k}, 2);
+      v = at::cat({*v_cache, v}, 2);
+    }
+    *k_cache = k;
+    *v_cache = v;
+  }
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + mask;
+  at::Tensor probs = at::softmax(scores, -1, c10::kFloat).to(q.scalar_type());
+  at::Tensor o = at::matmul(probs, v).transpose(1, 2).reshape({B, T, H});
+  return out_proj->forward(o);
+}
+
+OptDecoderLayerImpl::OptDecoderLayerImpl(OptAttention attn, LayerNorm attn_ln, Linear f1, Linear f2,
+                                         LayerNorm final_ln, const OptConfig& config)
+    : pre_ln(config.do_layer_norm_before), activation(config.activation_function) {
+  self_attn = register_module("self_attn", std::move(attn));
+  self_attn_layer_norm = register_module("self_attn_layer_norm", std::move(attn_ln));
+  fc1 = register_module("fc1", std::move(f1));
+  fc2 = register_module("fc2", std::move(f2));
+  final_layer_norm = register_module("final_layer_norm", std::move(final_ln));
+}
+
+at::Tensor OptDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& mask, at::Tensor* k_cache,
+                                        at::Tensor* v_cache) {
+  at::Tensor residual = x;
+  at::Tensor h = pre_ln ? self_attn_layer_norm->forward(x) : x;
+  h = residual + self_attn->forward(h, mask, k_cache, v_cache);
+  if (!pre_ln) h = self_attn_layer_norm->forward(h);
+  residual = h;
+  if (pre_ln) h = final_layer_norm->forward(h);
+  h = residual + fc2->forward(activate(fc1->forward(h), activation));
+  if (!pre_ln) h = final_layer_norm->forward(h);
+  return h;
+}
+
+OptDecoderImpl::OptDecoderImpl(OptDecoderParts parts, const OptConfig& config) {
+  embed_tokens = register_module("embed_tokens", parts.embed_tokens);
+  embed_positions = register_module("embed_positions", parts.embed_positions);
+  if (parts.project_out) project_out = register_module("project_out", parts.project_out);
+  if (parts.project_in) project_in = register_module("project_in", parts.project_in);
+  if (parts.final_layer_norm) final_layer_norm = register_module("final_layer_norm", parts.final_layer_norm);
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (auto& layer : parts.layers) {
+    layers->push_back(layer);
+    layer_list.push_back(layer);
+  }
+}
+
+at::Tensor OptDecoderImpl::forward(const at::Tensor& ids, const at::Tensor& attention_mask,
+                                   std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t past) {
+  const int64_t T = ids.size(1);
+  const int64_t S = past + T;
+  const c10::ScalarType dtype = embed_tokens->weight.scalar_type();
+  const auto long_opts = at::TensorOptions().dtype(c10::kLong).device(ids.device());
+  at::Tensor mask_l = attention_mask.to(c10::kLong);
+  // Positions from the mask (left padding keeps the first real token at 0), offset 2.
+  at::Tensor positions = (at::cumsum(mask_l, 1) * mask_l - 1).slice(1, past, S) + 2;
+
+  at::Tensor h = embed_tokens->forward(ids);
+  if (project_in) h = project_in->forward(h);
+  h = h + embed_positions->forward(positions);
+
+  // Additive mask [B, 1, T, S]: lowest value where key j is in the future or padding.
+  at::Tensor q_pos = at::arange(past, S, long_opts).unsqueeze(1);
+  at::Tensor k_pos = at::arange(0, S, long_opts).unsqueeze(0);
+  at::Tensor allowed = k_pos.le(q_pos).unsqueeze(0).unsqueeze(0).logical_and(mask_l.ne(0).unsqueeze(1).unsqueeze(2));
+  at::Tensor mask = at::zeros(allowed.sizes(), h.options().dtype(dtype)).masked_fill(allowed.logical_not(), lowest(dtype));
+
+  for (size_t i = 0; i < layer_list.size(); ++i) {
+    at::Tensor* kc = k_cache != nullptr ? &(*k_cache)[i] : nullptr;
+    at::Tensor* vc = v_cache != nullptr ? &(*v_cache)[i] : nullptr;
+    h = layer_list[i]->forward(h, mask, kc, vc);
+  }
+  if (final_layer_norm) h = final_layer_norm->forward(h);
+  if (project_out) h = project_out->forward(h);
+  return h;
+}
+
+OptModelImpl::OptModelImpl(OptDecoder d) { decoder = register_module("decoder", std::move(d)); }
+
+OptForCausalLMImpl::OptForCausalLMImpl(OptModel m, Linear head) {
+  model = register_module("model", std::move(m));
+  lm_head = register_module("lm_head", std::move(head));
+}
+
+}  // namespace llmc::model

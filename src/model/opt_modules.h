@@ -1,0 +1,106 @@
+// Private: OPT as torch::nn modules whose parameters carry the Hugging Face names
+// (named_parameters() keys equal checkpoint keys). FORMATS.md §1.2-1.3. Only model code
+// includes this header (torch::nn is expensive to compile).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include "llmc/model/opt_config.h"
+
+namespace llmc::model {
+
+// y = x W^T + b. Holds a dense weight today; quantized and sparse forms plug in here.
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(at::Tensor weight, at::Tensor bias);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;
+  at::Tensor bias;  // undefined when the layer has none
+};
+TORCH_MODULE(Linear);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  explicit EmbeddingImpl(at::Tensor weight);
+  at::Tensor forward(const at::Tensor& ids);
+  at::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(at::Tensor weight, at::Tensor bias, int64_t dim);  // weight/bias undefined when not affine
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;
+  at::Tensor bias;
+  int64_t dim;
+};
+TORCH_MODULE(LayerNorm);
+
+class OptAttentionImpl : public torch::nn::Module {
+ public:
+  OptAttentionImpl(Linear k, Linear v, Linear q, Linear out, int64_t num_heads);
+  // mask: additive [B, 1, T, past + T]; k_cache / v_cache extended when non-null.
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, at::Tensor* k_cache, at::Tensor* v_cache);
+  Linear k_proj{nullptr}, v_proj{nullptr}, q_proj{nullptr}, out_proj{nullptr};
+  int64_t num_heads;
+};
+TORCH_MODULE(OptAttention);
+
+class OptDecoderLayerImpl : public torch::nn::Module {
+ public:
+  OptDecoderLayerImpl(OptAttention attn, LayerNorm attn_ln, Linear fc1, Linear fc2, LayerNorm final_ln,
+                      const OptConfig& config);
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, at::Tensor* k_cache, at::Tensor* v_cache);
+  OptAttention self_attn{nullptr};
+  LayerNorm self_attn_layer_norm{nullptr};
+  Linear fc1{nullptr}, fc2{nullptr};
+  LayerNorm final_layer_norm{nullptr};
+  bool pre_ln;
+  std::string activation;
+};
+TORCH_MODULE(OptDecoderLayer);
+
+struct OptDecoderParts {
+  Embedding embed_tokens{nullptr};
+  Embedding embed_positions{nullptr};
+  Linear project_out{nullptr};  // null unless word_embed_proj_dim != hidden_size
+  Linear project_in{nullptr};
+  LayerNorm final_layer_norm{nullptr};  // null for post-LN models
+  std::vector<OptDecoderLayer> layers;
+};
+
+class OptDecoderImpl : public torch::nn::Module {
+ public:
+  OptDecoderImpl(OptDecoderParts parts, const OptConfig& config);
+  // Returns the final hidden states [B, T, E].
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask, std::vector<at::Tensor>* k_cache,
+                     std::vector<at::Tensor>* v_cache, int64_t past);
+  Embedding embed_tokens{nullptr};
+  Embedding embed_positions{nullptr};
+  Linear project_out{nullptr};
+  Linear project_in{nullptr};
+  LayerNorm final_layer_norm{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<OptDecoderLayer> layer_list;
+};
+TORCH_MODULE(OptDecoder);
+
+class OptModelImpl : public torch::nn::Module {
+ public:
+  explicit OptModelImpl(OptDecoder decoder);
+  OptDecoder decoder{nullptr};
+};
+TORCH_MODULE(OptModel);
+
+class OptForCausalLMImpl : public torch::nn::Module {
+ public:
+  OptForCausalLMImpl(OptModel model, Linear lm_head);
+  OptModel model{nullptr};
+  Linear lm_head{nullptr};
+};
+TORCH_MODULE(OptForCausalLM);
+
+}  // namespace llmc::model
