@@ -51,10 +51,12 @@ void Progress::finish() {
   if (finished_) return;
   finished_ = true;
   if (!enabled_) return;
-  render(true);
+  if (tty_) render(true);
+  else if (rendered_done_ != done_) render(true);
 }
 
 void Progress::render(bool final) {
+  rendered_done_ = done_;
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
   double eta = rate > 0 && total_ > 0 ? static_cast<double>(total_ - done_) / rate : -1.0;

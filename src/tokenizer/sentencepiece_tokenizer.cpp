@@ -1,57 +1,130 @@
 #include "sentencepiece_tokenizer.h"
 
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
+
+#include <filesystem>
+#include <mutex>
 
 #include "llmc/core/error.h"
+#include "spm_plugin/spm_plugin.h"
 
 namespace llmc::tokenizer {
 
-SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, const SpecialTokens& special)
-    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  const auto status = sp_->Load(model_path);
-  if (!status.ok()) throw InputError(model_path + ": cannot load SentencePiece model: " + status.ToString());
-  special_ = special;
-  auto fill = [&](std::optional<int64_t>& slot, int id) {
-    if (!slot && id >= 0) slot = id;
-  };
-  fill(special_.bos, sp_->bos_id());
-  fill(special_.eos, sp_->eos_id());
-  fill(special_.pad, sp_->pad_id());
-  fill(special_.unk, sp_->unk_id());
+struct SpmApi {
+  decltype(&llmc_spm_load) load;
+  decltype(&llmc_spm_free) free;
+  decltype(&llmc_spm_info) info;
+  decltype(&llmc_spm_encode) encode;
+  decltype(&llmc_spm_decode) decode;
+  decltype(&llmc_spm_is_control) is_control;
+  decltype(&llmc_spm_release) release;
+};
+
+namespace {
+
+// The plugin: $LLMC_SPM_PLUGIN, else the build tree's copy, else ../lib next to the
+// executable.
+std::vector<std::string> plugin_candidates() {
+  std::vector<std::string> out;
+  if (const char* env = std::getenv("LLMC_SPM_PLUGIN")) out.emplace_back(env);
+  out.emplace_back(LLMC_SPM_PLUGIN_PATH);
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) out.push_back((exe.parent_path() / ".." / "lib" / "libllmc_spm.so").string());
+  return out;
 }
 
-SentencePieceTokenizer::~SentencePieceTokenizer() = default;
+const SpmApi& api() {
+  static std::once_flag once;
+  static SpmApi table{};
+  static std::string error;
+  std::call_once(once, [] {
+    void* lib = nullptr;
+    std::string tried;
+    for (const auto& path : plugin_candidates()) {
+      lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (lib != nullptr) break;
+      tried += "\n  " + path + ": " + dlerror();
+    }
+    if (lib == nullptr) {
+      error = "the SentencePiece plugin libllmc_spm.so could not be loaded; tried:" + tried;
+      return;
+    }
+    auto sym = [&](const char* name) {
+      void* p = dlsym(lib, name);
+      if (p == nullptr) error = std::string("SentencePiece plugin lacks ") + name;
+      return p;
+    };
+    table.load = reinterpret_cast<decltype(table.load)>(sym("llmc_spm_load"));
+    table.free = reinterpret_cast<decltype(table.free)>(sym("llmc_spm_free"));
+    table.info = reinterpret_cast<decltype(table.info)>(sym("llmc_spm_info"));
+    table.encode = reinterpret_cast<decltype(table.encode)>(sym("llmc_spm_encode"));
+    table.decode = reinterpret_cast<decltype(table.decode)>(sym("llmc_spm_decode"));
+    table.is_control = reinterpret_cast<decltype(table.is_control)>(sym("llmc_spm_is_control"));
+    table.release = reinterpret_cast<decltype(table.release)>(sym("llmc_spm_release"));
+  });
+  if (!error.empty()) throw Error(error);
+  return table;
+}
+
+}  // namespace
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, const SpecialTokens& special)
+    : api_(&api()) {
+  char err[512] = {0};
+  handle_ = api_->load(model_path.c_str(), err, sizeof(err));
+  if (handle_ == nullptr) throw InputError(model_path + ": cannot load SentencePiece model: " + err);
+  LlmcSpmInfo info{};
+  api_->info(handle_, &info);
+  piece_size_ = info.piece_size;
+  special_ = special;
+  auto fill = [](std::optional<int64_t>& slot, int32_t id) {
+    if (!slot && id >= 0) slot = id;
+  };
+  fill(special_.bos, info.bos_id);
+  fill(special_.eos, info.eos_id);
+  fill(special_.pad, info.pad_id);
+  fill(special_.unk, info.unk_id);
+}
+
+SentencePieceTokenizer::~SentencePieceTokenizer() {
+  if (handle_ != nullptr) api_->free(handle_);
+}
 
 std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text, bool add_special_tokens) const {
   if (!is_valid_utf8(text)) throw InputError("text to tokenize is not valid UTF-8");
-  std::vector<int> ids;
-  const auto status = sp_->Encode(text, &ids);
-  if (!status.ok()) throw InputError("SentencePiece encode failed: " + status.ToString());
+  int32_t* ids = nullptr;
+  size_t n = 0;
+  char err[512] = {0};
+  if (api_->encode(handle_, text.data(), text.size(), &ids, &n, err, sizeof(err)) != 0) {
+    throw InputError(std::string("SentencePiece encode failed: ") + err);
+  }
   std::vector<int64_t> out;
   if (add_special_tokens && special_.add_bos && special_.bos) out.push_back(*special_.bos);
-  out.insert(out.end(), ids.begin(), ids.end());
+  out.insert(out.end(), ids, ids + n);
+  api_->release(ids);
   return out;
 }
 
 std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
-  std::vector<int> kept;
+  std::vector<int32_t> kept;
   for (int64_t id : ids) {
-    if (id < 0 || id >= sp_->GetPieceSize()) continue;
-    if (skip_special_tokens && (sp_->IsControl(static_cast<int>(id)) || id == special_.pad || id == special_.bos || id == special_.eos)) continue;
-    kept.push_back(static_cast<int>(id));
+    if (id < 0 || id >= piece_size_) continue;
+    if (skip_special_tokens && (api_->is_control(handle_, static_cast<int32_t>(id)) != 0 || id == special_.pad ||
+                                id == special_.bos || id == special_.eos)) {
+      continue;
+    }
+    kept.push_back(static_cast<int32_t>(id));
   }
-  std::string text;
-  const auto status = sp_->Decode(kept, &text);
-  if (!status.ok()) throw InputError("SentencePiece decode failed: " + status.ToString());
-  return sanitize_utf8(text);
-}
-
-int64_t SentencePieceTokenizer::vocab_size() const { return sp_->GetPieceSize(); }
-
-std::optional<int64_t> SentencePieceTokenizer::piece_id(const std::string& piece) const {
-  const int id = sp_->PieceToId(piece);
-  if (id < 0 || (id == sp_->unk_id() && piece != sp_->IdToPiece(sp_->unk_id()))) return std::nullopt;
-  return id;
+  char* text = nullptr;
+  size_t len = 0;
+  char err[512] = {0};
+  if (api_->decode(handle_, kept.data(), kept.size(), &text, &len, err, sizeof(err)) != 0) {
+    throw InputError(std::string("SentencePiece decode failed: ") + err);
+  }
+  std::string out(text, len);
+  api_->release(text);
+  return sanitize_utf8(out);
 }
 
 }  // namespace llmc::tokenizer

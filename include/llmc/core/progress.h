@@ -25,6 +25,7 @@ class Progress {
   std::string unit_;
   int64_t total_;
   int64_t done_{0};
+  int64_t rendered_done_{-1};
   bool enabled_;
   bool tty_;
   bool finished_{false};

@@ -1,0 +1,77 @@
+#include "spm_plugin.h"
+
+#include <sentencepiece_processor.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+void set_err(char* err, size_t len, const std::string& msg) {
+  if (err == nullptr || len == 0) return;
+  std::strncpy(err, msg.c_str(), len - 1);
+  err[len - 1] = '\0';
+}
+}  // namespace
+
+extern "C" {
+
+void* llmc_spm_load(const char* path, char* err, size_t err_len) {
+  auto* sp = new sentencepiece::SentencePieceProcessor();
+  const auto status = sp->Load(path);
+  if (!status.ok()) {
+    set_err(err, err_len, status.ToString());
+    delete sp;
+    return nullptr;
+  }
+  return sp;
+}
+
+void llmc_spm_free(void* handle) { delete static_cast<sentencepiece::SentencePieceProcessor*>(handle); }
+
+void llmc_spm_info(void* handle, LlmcSpmInfo* info) {
+  auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(handle);
+  info->piece_size = sp->GetPieceSize();
+  info->bos_id = sp->bos_id();
+  info->eos_id = sp->eos_id();
+  info->pad_id = sp->pad_id();
+  info->unk_id = sp->unk_id();
+}
+
+int llmc_spm_encode(void* handle, const char* text, size_t len, int32_t** ids, size_t* n, char* err, size_t err_len) {
+  auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(handle);
+  std::vector<int> out;
+  const auto status = sp->Encode(std::string(text, len), &out);
+  if (!status.ok()) {
+    set_err(err, err_len, status.ToString());
+    return 1;
+  }
+  *n = out.size();
+  *ids = static_cast<int32_t*>(std::malloc(sizeof(int32_t) * (out.empty() ? 1 : out.size())));
+  for (size_t i = 0; i < out.size(); ++i) (*ids)[i] = out[i];
+  return 0;
+}
+
+int llmc_spm_decode(void* handle, const int32_t* ids, size_t n, char** text, size_t* len, char* err, size_t err_len) {
+  auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(handle);
+  std::vector<int> in(ids, ids + n);
+  std::string out;
+  const auto status = sp->Decode(in, &out);
+  if (!status.ok()) {
+    set_err(err, err_len, status.ToString());
+    return 1;
+  }
+  *len = out.size();
+  *text = static_cast<char*>(std::malloc(out.size() + 1));
+  std::memcpy(*text, out.data(), out.size());
+  (*text)[out.size()] = '\0';
+  return 0;
+}
+
+int llmc_spm_is_control(void* handle, int32_t id) {
+  return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->IsControl(id) ? 1 : 0;
+}
+
+void llmc_spm_release(void* p) { std::free(p); }
+}

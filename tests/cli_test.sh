@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# CLI tests of `evaluate`: documented exit codes, --json, --config, --metrics_out, signals.
+#   tests/cli_test.sh BIN_DIR FIXTURES
+set -u
+bin=${1:?bin dir}
+fx=${2:?fixtures dir}
+ev="$bin/evaluate"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+# expect CODE NAME -- COMMAND...
+expect() {
+  local want=$1 name=$2
+  shift 3
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  if [ "$got" = "$want" ]; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL $name: exit $got, expected $want"
+    sed 's/^/  stderr: /' "$tmp/err" | tail -5
+  fi
+}
+
+# expect_grep FILE PATTERN NAME
+expect_grep() {
+  if grep -q -- "$2" "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $3: '$2' not in $1"; sed 's/^/  /' "$1" | tail -5; fi
+}
+
+m="$fx/opt_preln_f32"
+q=(--quiet --threads 2)
+
+expect 0 help -- "$ev" --help
+expect_grep "$tmp/out" "--model_name_or_path" help-lists-flags
+expect 0 version -- "$ev" --version
+expect_grep "$tmp/out" "llmc" version-text
+expect 2 unknown-flag -- "$ev" --model_name_or_path "$m" --no_such_flag
+expect 2 missing-required -- "$ev" "${q[@]}"
+expect 2 bad-dtype -- "$ev" --model_name_or_path "$m" --dtype int3 "${q[@]}"
+expect 2 fp16-on-cpu -- "$ev" --model_name_or_path "$m" --device cpu --dtype float16 "${q[@]}"
+expect_grep "$tmp/err" "float16 is not supported on the CPU" fp16-message
+expect 2 bad-device -- "$ev" --model_name_or_path "$m" --device quantum "${q[@]}"
+if [ -e /dev/nvidia0 ]; then :; else
+  expect 4 cuda-absent -- "$ev" --model_name_or_path "$m" --device cuda "${q[@]}"
+fi
+expect 2 max-length-too-big -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" --max_length 65 "${q[@]}"
+expect 2 bad-top-p -- "$ev" --model_name_or_path "$m" --prompt hi --do_sample --top_p 1.5 "${q[@]}"
+
+# Bad inputs: exit 3 with the file or tensor named.
+expect 3 missing-dir -- "$ev" --model_name_or_path "$fx/does/not/exist" "${q[@]}"
+expect_grep "$tmp/err" "looked in" missing-dir-message
+expect 3 hub-miss -- env HF_HUB_CACHE="$tmp/cache" "$ev" --model_name_or_path facebook/opt-125m "${q[@]}"
+expect_grep "$tmp/err" "models--facebook--opt-125m" hub-miss-message
+for case in no_config:config.json config_not_json:"not valid JSON" config_missing_field:hidden_size \
+            bad_model_type:"unsupported model_type 'llama_x' (supported: opt)" st_truncated:model.safetensors \
+            st_header_too_long:model.safetensors st_overlap:"gaps or overlaps" st_gap:"gaps or overlaps" \
+            st_unknown_dtype:F13 st_size_mismatch:"data_offsets give" missing_tensor:layers.1.fc2.weight \
+            wrong_shape:layers.0.fc1.weight bin_forbidden_global:"forbidden global" bin_truncated:"truncated zip" \
+            bin_legacy:legacy; do
+  dir=${case%%:*}
+  needle=${case#*:}
+  expect 3 "bad-$dir" -- "$ev" --model_name_or_path "$fx/bad/$dir" "${q[@]}"
+  expect_grep "$tmp/err" "$needle" "bad-$dir-message"
+done
+expect 3 empty-eval-file -- "$ev" --model_name_or_path "$m" --eval_file "$fx/bad/empty.txt" "${q[@]}"
+expect 3 latin1-eval-file -- "$ev" --model_name_or_path "$m" --eval_file "$fx/bad/latin1.txt" "${q[@]}"
+expect_grep "$tmp/err" "not valid UTF-8" latin1-message
+
+# A good run: --json on stdout, the same JSON at --metrics_out, logs on stderr only.
+expect 0 json -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" --prompt "The quick" --max_new_tokens 3 \
+  --benchmark --bench_prompt_tokens 8 --bench_new_tokens 4 --json --metrics_out "$tmp/metrics.json" "${q[@]}"
+cp "$tmp/out" "$tmp/json_stdout"
+for key in '"tool": "evaluate"' '"status": "ok"' '"llmc_version"' '"elapsed_s"' '"options"' '"perplexity"' \
+           '"predicted_tokens"' '"num_parameters"' '"disk_size_bytes"' '"memory_footprint_bytes"' '"sparsity"' \
+           '"prefill_tokens_per_s"' '"decode_tokens_per_s"' '"generated_text"' '"max_new_tokens": 3'; do
+  expect_grep "$tmp/json_stdout" "$key" "json-$key"
+  expect_grep "$tmp/metrics.json" "$key" "metrics-out-$key"
+done
+expect 0 json-parses -- node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$tmp/json_stdout"
+
+# Human summary by default.
+expect 0 summary -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" "${q[@]}"
+expect_grep "$tmp/out" "perplexity:" summary-text
+
+# --config: keys are flag names, explicit flags win, unknown keys are exit 2.
+printf '{"eval_file": "%s", "max_length": 16, "json": true, "quiet": true}\n' "$fx/eval.txt" >"$tmp/cfg.json"
+expect 0 config -- "$ev" --model_name_or_path "$m" --config "$tmp/cfg.json" --max_length 32
+expect_grep "$tmp/out" '"max_length": 32' config-explicit-wins
+expect_grep "$tmp/out" '"eval_file"' config-applies
+printf '{"eval_fil": "x"}\n' >"$tmp/bad_cfg.json"
+expect 2 config-unknown-key -- "$ev" --model_name_or_path "$m" --config "$tmp/bad_cfg.json" "${q[@]}"
+expect_grep "$tmp/err" "unknown key 'eval_fil'" config-unknown-key-message
+
+# Failures are recorded at --metrics_out.
+expect 3 failed-metrics -- "$ev" --model_name_or_path "$fx/bad/missing_tensor" --metrics_out "$tmp/failed.json" "${q[@]}"
+expect_grep "$tmp/failed.json" '"status": "failed"' failed-status
+expect_grep "$tmp/failed.json" '"error"' failed-error
+
+# A hub id found in the cache.
+cache="$tmp/hub"
+snap="$cache/models--llmc--tiny/snapshots/0123456789abcdef0123456789abcdef01234567"
+mkdir -p "$snap" "$cache/models--llmc--tiny/refs"
+cp "$m"/* "$snap/"
+printf 0123456789abcdef0123456789abcdef01234567 >"$cache/models--llmc--tiny/refs/main"
+expect 0 hub-cache-hit -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --eval_file "$fx/eval.txt" "${q[@]}"
+expect 3 hub-cache-revision-miss -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --revision v9 "${q[@]}"
+
+# SIGINT: exit 130, recorded as interrupted.
+python_text="$tmp/big.txt"
+for i in $(seq 1 4000); do echo "The quick brown fox jumps over the lazy dog, again and again, number $i."; done >"$python_text"
+"$ev" --model_name_or_path "$m" --eval_file "$python_text" --metrics_out "$tmp/int.json" "${q[@]}" >/dev/null 2>&1 &
+pid=$!
+sleep 1.5
+kill -INT $pid
+wait $pid
+rc=$?
+if [ "$rc" = 130 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL sigint: exit $rc, expected 130"; fi
+expect_grep "$tmp/int.json" '"status": "interrupted"' sigint-status
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

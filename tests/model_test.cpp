@@ -1,0 +1,232 @@
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/argmax.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/tensor.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/io/safetensors.h"
+#include "llmc/model/causal_lm.h"
+#include "llmc/model/generation.h"
+#include "llmc/model/opt_config.h"
+#include "test_util.h"
+
+using namespace llmc;
+using llmc::test::fixture;
+
+namespace {
+
+// Golden logits come from scripts/opt_reference.py (plain torch, written from FORMATS.md).
+constexpr double kTol = 1e-4;  // absolute, float32 on tiny models (the issue's bound)
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return at::abs(a.to(c10::kFloat) - b.to(c10::kFloat)).max().item<double>();
+}
+
+struct Case {
+  const char* model;
+  const char* golden;
+};
+
+class OptLogits : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    ctx_ = test::cpu_context();
+    model_ = model::load_causal_lm(fixture(GetParam().model), ctx_);
+    golden_ = std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::open(fixture(GetParam().golden)));
+  }
+  RunContext ctx_;
+  std::unique_ptr<model::CausalLM> model_;
+  std::unique_ptr<io::SafetensorsFile> golden_;
+};
+
+TEST_P(OptLogits, UnbatchedMatchesReference) {
+  c10::InferenceMode guard;
+  at::Tensor ids = golden_->tensor("single_ids");
+  at::Tensor logits = model_->forward(ids, at::ones_like(ids), nullptr);
+  EXPECT_LT(max_abs_diff(logits, golden_->tensor("single_logits")), kTol);
+}
+
+TEST_P(OptLogits, BatchedWithPaddingMatchesReference) {
+  c10::InferenceMode guard;
+  at::Tensor ids = golden_->tensor("batch_ids");
+  at::Tensor mask = golden_->tensor("batch_mask");
+  at::Tensor logits = model_->forward(ids, mask, nullptr);
+  at::Tensor want = golden_->tensor("batch_logits");
+  // Compare the real (unpadded) positions.
+  at::Tensor real = mask.to(c10::kBool).unsqueeze(-1).expand_as(want);
+  EXPECT_LT(max_abs_diff(logits.masked_select(real), want.masked_select(real)), kTol);
+}
+
+TEST_P(OptLogits, KvCacheIncrementalMatchesReference) {
+  c10::InferenceMode guard;
+  at::Tensor ids = golden_->tensor("single_ids");
+  model::KVCache cache;
+  std::vector<at::Tensor> steps;
+  // A 5-token prefill, then one token at a time.
+  steps.push_back(model_->forward(ids.slice(1, 0, 5), at::ones({1, 5}, c10::kLong), &cache));
+  for (int64_t t = 5; t < ids.size(1); ++t) {
+    steps.push_back(model_->forward(ids.slice(1, t, t + 1), at::ones({1, t + 1}, c10::kLong), &cache));
+  }
+  EXPECT_EQ(cache.length(), ids.size(1));
+  EXPECT_LT(max_abs_diff(at::cat(steps, 1), golden_->tensor("single_logits")), kTol);
+}
+
+TEST_P(OptLogits, KvCacheBatchedWithPaddingMatchesReference) {
+  c10::InferenceMode guard;
+  at::Tensor ids = golden_->tensor("batch_ids");
+  at::Tensor mask = golden_->tensor("batch_mask");
+  at::Tensor want = golden_->tensor("batch_logits");
+  model::KVCache cache;
+  std::vector<at::Tensor> steps;
+  steps.push_back(model_->forward(ids.slice(1, 0, 4), mask.slice(1, 0, 4), &cache));
+  for (int64_t t = 4; t < ids.size(1); ++t) {
+    steps.push_back(model_->forward(ids.slice(1, t, t + 1), mask.slice(1, 0, t + 1), &cache));
+  }
+  at::Tensor got = at::cat(steps, 1);
+  at::Tensor real = mask.to(c10::kBool).unsqueeze(-1).expand_as(want);
+  EXPECT_LT(max_abs_diff(got.masked_select(real), want.masked_select(real)), kTol);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, OptLogits,
+    ::testing::Values(Case{"opt_preln_f32", "golden_opt_preln_f32.safetensors"},
+                      Case{"opt_preln_bin", "golden_opt_preln_f32.safetensors"},
+                      Case{"opt_preln_bf16_sharded", "golden_opt_preln_bf16_sharded.safetensors"},
+                      Case{"opt_postln_f16_bin", "golden_opt_postln_f16_bin.safetensors"},
+                      Case{"opt_postln_bin_sharded", "golden_opt_postln_f16_bin.safetensors"}),
+    [](const auto& info) { return std::string(info.param.model); });
+
+TEST(OptModel, ParametersCarryHuggingFaceNames) {
+  auto ctx = test::cpu_context();
+  auto m = model::load_causal_lm(fixture("opt_postln_f16_bin"), ctx);
+  std::set<std::string> names;
+  for (const auto& [k, v] : m->named_parameters()) names.insert(k);
+  for (const char* k : {"model.decoder.embed_tokens.weight", "model.decoder.embed_positions.weight",
+                        "model.decoder.project_in.weight", "model.decoder.project_out.weight",
+                        "model.decoder.layers.1.self_attn.q_proj.bias", "model.decoder.layers.0.fc2.weight",
+                        "lm_head.weight"}) {
+    EXPECT_TRUE(names.count(k)) << k;
+  }
+  EXPECT_FALSE(names.count("model.decoder.final_layer_norm.weight"));  // post-LN: none
+  for (const auto& [k, v] : m->named_parameters()) EXPECT_EQ(v.scalar_type(), c10::kFloat) << k;  // f16 upcast
+}
+
+TEST(OptModel, Bfloat16ComputeStaysClose) {
+  auto ctx = test::cpu_context(c10::kBFloat16);
+  auto m = model::load_causal_lm(fixture("opt_preln_f32"), ctx);
+  auto golden = io::SafetensorsFile::open(fixture("golden_opt_preln_f32.safetensors"));
+  c10::InferenceMode guard;
+  at::Tensor ids = golden.tensor("single_ids");
+  at::Tensor logits = m->forward(ids, at::ones_like(ids), nullptr);
+  EXPECT_EQ(logits.scalar_type(), c10::kBFloat16);
+  at::Tensor want = golden.tensor("single_logits");
+  // bf16 has 8 bits of mantissa: compare relative to the logit scale, loosely.
+  EXPECT_LT(max_abs_diff(logits, want) / want.abs().max().item<double>(), 0.1);
+}
+
+TEST(OptConfig, ReadsEveryFieldAndDefaults) {
+  const auto j = nlohmann::json::parse(R"({"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "ffn_dim": 16,
+      "max_position_embeddings": 4, "num_attention_heads": 2, "do_layer_norm_before": false,
+      "word_embed_proj_dim": 4, "dtype": "bfloat16", "enable_bias": false,
+      "layer_norm_elementwise_affine": false, "_remove_final_layer_norm": true})");
+  const auto c = model::OptConfig::from_json(j, "config.json");
+  EXPECT_FALSE(c.do_layer_norm_before);
+  EXPECT_TRUE(c.has_projections());
+  EXPECT_FALSE(c.has_final_layer_norm());
+  EXPECT_FALSE(c.enable_bias);
+  EXPECT_FALSE(c.layer_norm_elementwise_affine);
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_EQ(c.activation_function, "relu");
+  EXPECT_EQ(c.head_dim(), 4);
+  auto bad = j;
+  bad.erase("ffn_dim");
+  test::expect_error<InputError>([&] { model::OptConfig::from_json(bad, "config.json"); }, "missing required field 'ffn_dim'");
+  bad = j;
+  bad["num_attention_heads"] = 3;
+  test::expect_error<InputError>([&] { model::OptConfig::from_json(bad, "config.json"); }, "not divisible");
+  bad = j;
+  bad["activation_function"] = "mish";
+  test::expect_error<InputError>([&] { model::OptConfig::from_json(bad, "config.json"); }, "unsupported activation_function");
+}
+
+struct BadModel {
+  const char* dir;
+  const char* needle;
+};
+
+class BadModels : public ::testing::TestWithParam<BadModel> {};
+
+TEST_P(BadModels, AreInputErrorsNamingTheProblem) {
+  auto ctx = test::cpu_context();
+  test::expect_error<InputError>([&] { model::load_causal_lm(fixture(std::string("bad/") + GetParam().dir), ctx); },
+                                 GetParam().needle);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, BadModels,
+    ::testing::Values(BadModel{"no_config", "config.json not found"}, BadModel{"config_not_json", "not valid JSON"},
+                      BadModel{"config_missing_field", "missing required field 'hidden_size'"},
+                      BadModel{"bad_model_type", "unsupported model_type 'llama_x' (supported: opt)"},
+                      BadModel{"missing_tensor", "missing tensor 'model.decoder.layers.1.fc2.weight'"},
+                      BadModel{"wrong_shape", "tensor 'model.decoder.layers.0.fc1.weight' has shape [48, 32], expected [64, 32]"},
+                      BadModel{"bin_forbidden_global", "forbidden global"},
+                      BadModel{"st_truncated", "truncated"}),
+    [](const auto& info) { return std::string(info.param.dir); });
+
+TEST(Generation, GreedyEqualsArgmaxOfFullForward) {
+  auto ctx = test::cpu_context();
+  auto m = model::load_causal_lm(fixture("opt_preln_f32"), ctx);
+  const std::vector<int64_t> prompt = {464, 2068, 7586, 21831};
+  model::GenerationOptions o;
+  o.max_new_tokens = 6;
+  const auto out = model::generate(*m, prompt, o, ctx);
+  ASSERT_EQ(out.size(), 6u);
+  // Recompute each step without the cache.
+  c10::InferenceMode guard;
+  std::vector<int64_t> seq = prompt;
+  for (int64_t next : out) {
+    at::Tensor ids = at::tensor(seq, c10::kLong).unsqueeze(0);
+    at::Tensor logits = m->forward(ids, at::ones_like(ids), nullptr);
+    EXPECT_EQ(at::argmax(logits[0][-1]).item<int64_t>(), next);
+    seq.push_back(next);
+  }
+}
+
+TEST(Generation, StopsAtEosAndSamplesReproducibly) {
+  auto ctx = test::cpu_context();
+  auto m = model::load_causal_lm(fixture("opt_preln_f32"), ctx);
+  const std::vector<int64_t> prompt = {464, 2068};
+  model::GenerationOptions greedy;
+  greedy.max_new_tokens = 5;
+  const auto first = model::generate(*m, prompt, greedy, ctx);
+  greedy.eos_token_id = first[1];
+  EXPECT_EQ(model::generate(*m, prompt, greedy, ctx).size(), 2u);
+
+  model::GenerationOptions s;
+  s.do_sample = true;
+  s.max_new_tokens = 10;
+  s.temperature = 1.5;
+  s.top_k = 20;
+  s.top_p = 0.9;
+  ctx.seed = 123;
+  const auto a = model::generate(*m, prompt, s, ctx);
+  const auto b = model::generate(*m, prompt, s, ctx);
+  EXPECT_EQ(a, b);
+  ctx.seed = 124;
+  EXPECT_NE(model::generate(*m, prompt, s, ctx), a);
+  s.top_k = 1;  // top-1 sampling is greedy
+  greedy.eos_token_id.reset();
+  greedy.max_new_tokens = 10;
+  EXPECT_EQ(model::generate(*m, prompt, s, ctx), model::generate(*m, prompt, greedy, ctx));
+  s.temperature = 0;
+  EXPECT_THROW(model::generate(*m, prompt, s, ctx), UsageError);
+}
+}  // namespace
