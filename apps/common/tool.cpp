@@ -5,9 +5,12 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <new>
+
+#include <unistd.h>
 
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
@@ -118,9 +121,21 @@ void write_metrics_out(const std::string& path, const nlohmann::json& metrics) {
   io::write_file_atomic(path, metrics.dump(2) + "\n");
 }
 
+// LibTorch's OpenMP workers spin after each parallel region while OpenBLAS's own threads
+// run the matrix products; on a 2-core machine the two fight for the cores (perplexity ran
+// ~3x slower with --threads 2 than 1; experiments/README.md). libgomp reads
+// OMP_WAIT_POLICY only when it loads, so set it and start the program again, once.
+void ensure_passive_openmp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("LLMC_NO_REEXEC") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);
+  // exec failed: carry on with the default policy.
+}
+
 }  // namespace
 
 int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body) {
+  ensure_passive_openmp(argv);
   CommonFlags flags;
   add_common_flags(app, flags);
   app.set_version_flag("--version", std::string("llmc ") + version());

@@ -34,6 +34,7 @@ nlohmann::json run_evaluate(const EvaluateOptions& o, const RunContext& ctx) {
   log_info("loading " + dir);
   auto model = model::load_causal_lm(dir, ctx);
   auto tok = tokenizer::load_tokenizer(dir);
+  if (o.benchmark) check_benchmark_sizes(*model, o.bench_prompt_tokens, o.bench_new_tokens);
 
   nlohmann::json m = nlohmann::json::object();
   m["model_path"] = dir;

