@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -130,6 +131,29 @@ TEST(OptModel, Bfloat16ComputeStaysClose) {
   at::Tensor want = golden.tensor("single_logits");
   // bf16 has 8 bits of mantissa: compare relative to the logit scale, loosely.
   EXPECT_LT(max_abs_diff(logits, want) / want.abs().max().item<double>(), 0.1);
+}
+
+TEST(OptModel, TiesLmHeadToTheEmbeddingLikeTransformers) {
+  auto ctx = test::cpu_context();
+  for (const char* dir : {"opt_preln_bin", "opt_preln_bf16_sharded", "opt_preln_f32"}) {
+    auto m = model::load_causal_lm(fixture(dir), ctx);
+    std::map<std::string, at::Tensor> p;
+    for (const auto& [k, v] : m->named_parameters()) p[k] = v;
+    EXPECT_EQ(p.at("lm_head.weight").data_ptr(), p.at("model.decoder.embed_tokens.weight").data_ptr()) << dir;
+  }
+}
+
+TEST(OptModel, RefusesNonFloatWeights) {
+  test::TempDir tmp;
+  for (const auto& entry : std::filesystem::directory_iterator(fixture("opt_preln_f32"))) {
+    std::filesystem::copy(entry.path(), tmp / entry.path().filename().string());
+  }
+  auto sd = io::SafetensorsFile::open(fixture("opt_preln_f32/model.safetensors")).load_all();
+  sd["model.decoder.layers.0.fc1.bias"] = sd["model.decoder.layers.0.fc1.bias"].to(c10::kInt);
+  io::save_safetensors(tmp / "model.safetensors", sd);
+  auto ctx = test::cpu_context();
+  test::expect_error<InputError>([&] { model::load_causal_lm(tmp.path(), ctx); },
+                                 "tensor 'model.decoder.layers.0.fc1.bias' has dtype Int, expected float32, float16 or bfloat16");
 }
 
 TEST(OptConfig, ReadsEveryFieldAndDefaults) {

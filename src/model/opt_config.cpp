@@ -53,6 +53,7 @@ OptConfig OptConfig::from_json(const nlohmann::json& j, const std::string& sourc
   c.remove_final_layer_norm = optional_field<bool>(j, "_remove_final_layer_norm", false, source);
   c.enable_bias = optional_field<bool>(j, "enable_bias", true, source);
   c.layer_norm_elementwise_affine = optional_field<bool>(j, "layer_norm_elementwise_affine", true, source);
+  c.tie_word_embeddings = optional_field<bool>(j, "tie_word_embeddings", true, source);
   c.activation_function = optional_field<std::string>(j, "activation_function", "relu", source);
   c.pad_token_id = optional_id(j, "pad_token_id", source);
   c.bos_token_id = optional_id(j, "bos_token_id", source);

@@ -178,9 +178,15 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohm
     parts.layers.emplace_back(attn, layer_norm(p + "self_attn_layer_norm"), linear(p + "fc1", F, H, c.enable_bias, hf),
                               linear(p + "fc2", H, F, c.enable_bias, hf), layer_norm(p + "final_layer_norm"), c);
   }
-  // lm_head is tied to embed_tokens; a checkpoint may carry its own copy.
-  Linear lm_head = w.has("lm_head.weight") ? Linear(w.take("lm_head.weight", {V, E}, vh), at::Tensor())
-                                           : Linear(parts.embed_tokens->weight, at::Tensor());
+  // As transformers' tie_weights(): with tie_word_embeddings (the default) lm_head is
+  // embed_tokens' weight, whatever copy the checkpoint carries; untied, it must be present.
+  Linear lm_head{nullptr};
+  if (c.tie_word_embeddings) {
+    if (w.has("lm_head.weight")) w.take("lm_head.weight", {V, E}, vh);  // checked, then shared
+    lm_head = Linear(parts.embed_tokens->weight, at::Tensor());
+  } else {
+    lm_head = Linear(w.take("lm_head.weight", {V, E}, vh), at::Tensor());
+  }
   w.warn_unused();
   OptForCausalLM module(OptModel(OptDecoder(std::move(parts), c)), lm_head);
   return std::make_unique<OptCausalLM>(std::move(module), c, ctx);

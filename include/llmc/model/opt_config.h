@@ -20,6 +20,7 @@ struct OptConfig {
   bool remove_final_layer_norm{false};  // _remove_final_layer_norm
   bool enable_bias{true};
   bool layer_norm_elementwise_affine{true};
+  bool tie_word_embeddings{true};  // lm_head shares embed_tokens' weight (PretrainedConfig default)
   std::string activation_function{"relu"};
   std::optional<int64_t> pad_token_id;
   std::optional<int64_t> bos_token_id;
