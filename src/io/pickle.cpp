@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include "llmc/core/error.h"
 
@@ -14,7 +15,6 @@ namespace llmc::io::pickle {
 namespace {
 
 constexpr size_t kMaxStackDepth = 1 << 20;
-constexpr size_t kMaxMemo = 1 << 24;
 
 // Globals a checkpoint may name. Storage classes map to their dtype.
 const std::map<std::string, c10::ScalarType>& storage_classes() {
@@ -247,15 +247,16 @@ class Unpickler {
     if (t->kind != Kind::kDict) fail("SETITEM on an object that is not a dict", at);
     return t;
   }
+  // The memo is a map: its size is bounded by the number of opcodes, not by an index
+  // read from the file.
   void memo_put(size_t index) {
     if (stack_.empty()) fail("memo store from an empty stack", static_cast<size_t>(p_ - begin_));
-    if (index > kMaxMemo) fail("memo index too large", static_cast<size_t>(p_ - begin_));
-    if (memo_.size() <= index) memo_.resize(index + 1);
     memo_[index] = stack_.back();
   }
   ValuePtr memo_get(size_t index, size_t at) {
-    if (index >= memo_.size() || !memo_[index]) fail("memo index " + std::to_string(index) + " was never stored", at);
-    return memo_[index];
+    auto it = memo_.find(index);
+    if (it == memo_.end()) fail("memo index " + std::to_string(index) + " was never stored", at);
+    return it->second;
   }
 
   static ValuePtr make_seq(Kind k, std::vector<ValuePtr> items) {
@@ -399,7 +400,7 @@ class Unpickler {
   std::string where_;
   std::vector<ValuePtr> stack_;
   std::vector<size_t> marks_;
-  std::vector<ValuePtr> memo_;
+  std::unordered_map<size_t, ValuePtr> memo_;
   std::map<std::string, ValuePtr> storages_;
 };
 
