@@ -194,11 +194,16 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, cons
     log_info(tool + " on " + ctx.device.str() + ", " + dtype_name(ctx.dtype) + ", " + std::to_string(ctx.threads) +
              " thread(s)");
 
-    nlohmann::json result = body(ctx, flags);
+    auto decorate = [&](const nlohmann::json& result) {
+      nlohmann::json full = metrics;
+      for (auto it = result.begin(); it != result.end(); ++it) full[it.key()] = it.value();
+      full["elapsed_s"] = elapsed();
+      full["options"] = resolved_options(app);
+      return full;
+    };
+    nlohmann::json result = body(ctx, flags, decorate);
     ctx.check_cancelled();
-    for (auto it = result.begin(); it != result.end(); ++it) metrics[it.key()] = it.value();
-    metrics["elapsed_s"] = elapsed();
-    metrics["options"] = resolved_options(app);
+    metrics = decorate(result);
     write_metrics_out(flags.metrics_out, metrics);
     if (flags.json) std::cout << metrics.dump(2) << std::endl;
     else print_summary(tool, metrics);

@@ -26,8 +26,12 @@ struct CommonFlags {
   bool overwrite{false};
 };
 
+// Completes a tool's figures into the full metrics JSON (tool, llmc_version, status,
+// elapsed_s, options), for tools that write metrics.json into an output directory.
+using Decorate = std::function<nlohmann::json(const nlohmann::json& result)>;
+
 // The tool's work: returns its result figures (merged into the metrics JSON).
-using ToolBody = std::function<nlohmann::json(const RunContext& ctx, const CommonFlags& flags)>;
+using ToolBody = std::function<nlohmann::json(const RunContext& ctx, const CommonFlags& flags, const Decorate& decorate)>;
 
 // Parses argv (after the tool declared its own flags on `app`), runs `body`, prints the
 // human summary or --json on stdout, writes --metrics_out, returns the exit code.

@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   app.add_option("--bench_new_tokens", o.bench_new_tokens, "decode steps for --benchmark");
   app.option_defaults()->always_capture_default();
   for (CLI::Option* opt : app.get_options()) opt->capture_default_str();
-  return llmc::cli::run_tool("evaluate", app, argc, argv, [&](const llmc::RunContext& ctx, const llmc::cli::CommonFlags& f) {
+  return llmc::cli::run_tool("evaluate", app, argc, argv, [&](const llmc::RunContext& ctx, const llmc::cli::CommonFlags& f, const llmc::cli::Decorate&) {
     o.revision = f.revision;
     return llmc::eval::run_evaluate(o, ctx);
   });

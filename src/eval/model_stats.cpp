@@ -25,6 +25,16 @@ ModelStats model_stats(const model::CausalLM& model) {
     zeros += (t == 0).sum().item<int64_t>();
     total += t.numel();
   }
+  // Packed weights count their logical elements and their packed bytes; their zeros are
+  // those of the dequantized values, one layer at a time.
+  for (const auto& [name, p] : model.packed_weights()) {
+    const int64_t n = p->out_features() * p->in_features();
+    s.num_parameters += n;
+    s.memory_footprint_bytes += p->nbytes();
+    if (!wanted.count(name)) continue;
+    zeros += (p->dequantize() == 0).sum().item<int64_t>();
+    total += n;
+  }
   s.sparsity = total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
   return s;
 }

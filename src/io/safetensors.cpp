@@ -10,6 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "llmc/core/error.h"
 #include "mapped_file.h"
 
@@ -290,40 +294,120 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
 
 std::vector<std::string> save_safetensors_sharded(const std::string& dir, const StateDict& tensors,
                                                   uint64_t max_shard_bytes) {
-  std::vector<StateDict> shards(1);
-  uint64_t current = 0, total = 0;
-  for (const auto& [name, t] : tensors) {
-    const uint64_t nbytes = tensor_nbytes(t);
-    if (current > 0 && current + nbytes > max_shard_bytes) {
+  SafetensorsStreamWriter writer((std::filesystem::path(dir) / ".spill.tmp").string());
+  for (const auto& [name, t] : tensors) writer.add(name, t);
+  return writer.finish(dir, max_shard_bytes);
+}
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string spill_path) : spill_path_(std::move(spill_path)) {
+  fd_ = ::open(spill_path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd_ < 0) throw ResourceError(spill_path_ + ": cannot create spill file: " + std::strerror(errno));
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  ::unlink(spill_path_.c_str());
+}
+
+namespace {
+void write_all(int fd, const char* p, uint64_t n, const std::string& path) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, std::min<uint64_t>(n, 1 << 30));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw ResourceError(path + ": write failed: " + std::strerror(errno));
+    }
+    p += w;
+    n -= static_cast<uint64_t>(w);
+  }
+}
+}  // namespace
+
+void SafetensorsStreamWriter::add(const std::string& name, const at::Tensor& tensor) {
+  at::Tensor c = tensor.device().is_cpu() ? tensor.contiguous() : tensor.to(c10::kCPU).contiguous();
+  Item item{name, safetensors_dtype(c.scalar_type()), c.sizes().vec(), offset_, tensor_nbytes(c)};
+  write_all(fd_, static_cast<const char*>(c.data_ptr()), item.nbytes, spill_path_);
+  offset_ += item.nbytes;
+  items_.push_back(std::move(item));
+}
+
+std::vector<std::string> SafetensorsStreamWriter::finish(const std::string& dir, uint64_t max_shard_bytes) {
+  std::vector<Item> order = items_;
+  std::stable_sort(order.begin(), order.end(), [](const Item& a, const Item& b) {
+    int ra = dtype_rank(a.dtype), rb = dtype_rank(b.dtype);
+    return ra != rb ? ra > rb : a.name < b.name;
+  });
+  std::vector<std::vector<Item>> shards(1);
+  uint64_t current = 0;
+  for (const auto& it : order) {
+    if (current > 0 && current + it.nbytes > max_shard_bytes) {
       shards.emplace_back();
       current = 0;
     }
-    shards.back()[name] = t;
-    current += nbytes;
-    total += nbytes;
+    shards.back().push_back(it);
+    current += it.nbytes;
   }
   namespace fs = std::filesystem;
-  if (shards.size() == 1) {
-    save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
-    return {"model.safetensors"};
-  }
   std::vector<std::string> names;
   nlohmann::json weight_map = nlohmann::json::object();
-  const size_t n = shards.size();
-  for (size_t i = 0; i < n; ++i) {
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "model-%05zu-of-%05zu.safetensors", i + 1, n);
-    save_safetensors((fs::path(dir) / buf).string(), shards[i]);
-    for (const auto& kv : shards[i]) weight_map[kv.first] = buf;
-    names.emplace_back(buf);
+  std::vector<char> buf(8 << 20);
+  for (size_t s = 0; s < shards.size(); ++s) {
+    char fname[64];
+    if (shards.size() == 1) std::snprintf(fname, sizeof(fname), "model.safetensors");
+    else std::snprintf(fname, sizeof(fname), "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
+    nlohmann::ordered_json header = nlohmann::ordered_json::object();
+    header["__metadata__"] = {{"format", "pt"}};
+    uint64_t offset = 0;
+    for (const auto& it : shards[s]) {
+      header[it.name] = {{"dtype", it.dtype}, {"shape", it.shape}, {"data_offsets", {offset, offset + it.nbytes}}};
+      offset += it.nbytes;
+      weight_map[it.name] = fname;
+    }
+    std::string h = header.dump();
+    h.resize((h.size() + 7) / 8 * 8, ' ');
+    const std::string path = (fs::path(dir) / fname).string();
+    const int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) throw ResourceError(path + ": cannot create: " + std::strerror(errno));
+    try {
+      uint8_t len[8];
+      for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((static_cast<uint64_t>(h.size()) >> (8 * i)) & 0xff);
+      write_all(out, reinterpret_cast<const char*>(len), 8, path);
+      write_all(out, h.data(), h.size(), path);
+      for (const auto& it : shards[s]) {
+        for (uint64_t done = 0; done < it.nbytes;) {
+          const uint64_t chunk = std::min<uint64_t>(buf.size(), it.nbytes - done);
+          const ssize_t r = ::pread(fd_, buf.data(), chunk, static_cast<off_t>(it.spill_offset + done));
+          if (r <= 0) throw ResourceError(spill_path_ + ": read failed");
+          write_all(out, buf.data(), static_cast<uint64_t>(r), path);
+          done += static_cast<uint64_t>(r);
+        }
+      }
+    } catch (...) {
+      ::close(out);
+      throw;
+    }
+    if (::close(out) != 0) throw ResourceError(path + ": close failed (disk full?)");
+    names.emplace_back(fname);
   }
-  nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
-  std::ofstream out(index_path, std::ios::trunc);
-  out << index.dump(2) << "\n";
-  if (!out) throw ResourceError(index_path + ": write failed");
-  names.emplace_back("model.safetensors.index.json");
+  if (shards.size() > 1) {
+    nlohmann::json index = {{"metadata", {{"total_size", offset_}}}, {"weight_map", weight_map}};
+    const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
+    std::ofstream out(index_path, std::ios::trunc);
+    out << index.dump(2) << "\n";
+    if (!out) throw ResourceError(index_path + ": write failed");
+    names.emplace_back("model.safetensors.index.json");
+  }
   return names;
+}
+
+void release_pages(const at::Tensor& t) {
+  if (!t.defined() || !t.device().is_cpu() || t.numel() == 0) return;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  auto end = begin + tensor_nbytes(t);
+  begin = (begin + static_cast<uintptr_t>(page) - 1) / static_cast<uintptr_t>(page) * static_cast<uintptr_t>(page);
+  end = end / static_cast<uintptr_t>(page) * static_cast<uintptr_t>(page);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 uint64_t parse_byte_size(const std::string& text) {

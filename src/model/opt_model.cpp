@@ -56,6 +56,16 @@ class WeightSource {
     return t.to(ctx_.device, ctx_.dtype).contiguous().detach();
   }
 
+  bool has_raw(const std::string& name) const { return tensors_.count(name) != 0; }
+
+  // A tensor as stored (packed codes, scales), moved to the run's device only.
+  at::Tensor take_raw(const std::string& name) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) throw InputError(dir_ + ": missing tensor '" + name + "'");
+    used_.insert(name);
+    return it->second.to(ctx_.device).contiguous();
+  }
+
   void warn_unused() const {
     for (const auto& [k, v] : tensors_) {
       if (!used_.count(k)) log_warn(dir_ + ": ignoring unused checkpoint tensor '" + k + "'");
@@ -125,6 +135,16 @@ class OptCausalLM : public CausalLM {
     return out;
   }
 
+  std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> packed_weights() const override {
+    std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> out;
+    for (const auto& item : module_->named_modules("", /*include_self=*/false)) {
+      if (auto* lin = item.value()->as<LinearImpl>(); lin != nullptr && lin->packed) {
+        out.emplace_back(item.key() + ".weight", lin->packed);
+      }
+    }
+    return out;
+  }
+
   c10::Device device() const override { return device_; }
   c10::ScalarType dtype() const override { return dtype_; }
 
@@ -151,6 +171,15 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohm
   const std::string hf = hs + ", ffn_dim=" + std::to_string(F);
   auto linear = [&](const std::string& p, int64_t out, int64_t in, bool bias, const std::string& why) {
     at::Tensor b = bias ? w.take(p + ".bias", {out}, why) : at::Tensor();
+    std::shared_ptr<PackedWeight> packed;
+    try {
+      packed = load_packed_weight(
+          p + ".", [&](const std::string& n) { return w.has_raw(n); }, [&](const std::string& n) { return w.take_raw(n); },
+          out, in);
+    } catch (const InputError& e) {
+      throw InputError(dir + ": " + e.what());
+    }
+    if (packed) return Linear(packed, b);
     return Linear(w.take(p + ".weight", {out, in}, why), b);
   };
   auto layer_norm = [&](const std::string& p) {

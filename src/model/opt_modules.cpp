@@ -43,7 +43,15 @@ LinearImpl::LinearImpl(at::Tensor w, at::Tensor b) {
   if (b.defined()) bias = register_parameter("bias", std::move(b), /*requires_grad=*/false);
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+LinearImpl::LinearImpl(std::shared_ptr<PackedWeight> p, at::Tensor b) : packed(std::move(p)) {
+  if (b.defined()) bias = register_parameter("bias", std::move(b), /*requires_grad=*/false);
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  if (!packed) return at::linear(x, weight, bias);
+  at::Tensor y = packed->matmul(x);
+  return bias.defined() ? y + bias : y;
+}
 
 EmbeddingImpl::EmbeddingImpl(at::Tensor w) { weight = register_parameter("weight", std::move(w), false); }
 

@@ -8,16 +8,20 @@
 #include <torch/nn/pimpl.h>
 
 #include "llmc/model/opt_config.h"
+#include "llmc/model/packed_weight.h"
 
 namespace llmc::model {
 
-// y = x W^T + b. Holds a dense weight today; quantized and sparse forms plug in here.
+// y = x W^T + b, with W dense (a registered parameter "weight") or packed (quantized,
+// multiplied without a full dequantized copy).
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(at::Tensor weight, at::Tensor bias);
+  LinearImpl(std::shared_ptr<PackedWeight> packed, at::Tensor bias);
   at::Tensor forward(const at::Tensor& x);
-  at::Tensor weight;
-  at::Tensor bias;  // undefined when the layer has none
+  at::Tensor weight;  // undefined when packed
+  at::Tensor bias;    // undefined when the layer has none
+  std::shared_ptr<PackedWeight> packed;
 };
 TORCH_MODULE(Linear);
 

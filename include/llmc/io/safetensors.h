@@ -65,6 +65,40 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
 std::vector<std::string> save_safetensors_sharded(const std::string& dir, const StateDict& tensors,
                                                   uint64_t max_shard_bytes);
 
+// Writes safetensors without holding the tensors: add() appends each tensor's bytes to a
+// spill file as it comes; finish() writes the header (reference order: dtype alignment,
+// then name) and copies the bytes into the final file(s) (`model.safetensors`, or shards of
+// at most max_shard_bytes plus the index). Peak memory: one tensor at a time.
+class SafetensorsStreamWriter {
+ public:
+  explicit SafetensorsStreamWriter(std::string spill_path);
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  void add(const std::string& name, const at::Tensor& tensor);
+  uint64_t bytes() const { return offset_; }
+  // Returns the file names written into dir.
+  std::vector<std::string> finish(const std::string& dir, uint64_t max_shard_bytes);
+
+ private:
+  struct Item {
+    std::string name;
+    std::string dtype;
+    std::vector<int64_t> shape;
+    uint64_t spill_offset;
+    uint64_t nbytes;
+  };
+  std::string spill_path_;
+  int fd_{-1};
+  uint64_t offset_{0};
+  std::vector<Item> items_;
+};
+
+// Drops the resident pages behind a tensor that views a read-only file mapping (they are
+// read again from the file if touched). For streaming over big inputs.
+void release_pages(const at::Tensor& t);
+
 // "5GB" -> 5e9, "500MB", "10KiB", "123" (bytes). Throws UsageError.
 uint64_t parse_byte_size(const std::string& text);
 

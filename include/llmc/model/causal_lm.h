@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "llmc/core/run_context.h"
+#include "llmc/model/packed_weight.h"
 
 namespace llmc::model {
 
@@ -45,6 +46,9 @@ class CausalLM {
   virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() const = 0;
   // Names of the weights of the decoder layers' linear layers (q/k/v/out, fc1, fc2 for OPT).
   virtual std::vector<std::string> decoder_linear_weight_names() const = 0;
+  // Linear weights held packed (quantized), by weight name ("...fc1.weight"); they are not
+  // among named_parameters().
+  virtual std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> packed_weights() const = 0;
   virtual c10::Device device() const = 0;
   virtual c10::ScalarType dtype() const = 0;
 };

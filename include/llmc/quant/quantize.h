@@ -1,0 +1,43 @@
+// The `quantize` tool as one library call: reads a model one tensor at a time from its
+// memory-mapped files, quantizes every Linear inside the decoder layers with the chosen
+// method, and writes a Hugging Face model directory (FORMATS.md §5, §6) plus metrics.json.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "llmc/core/run_context.h"
+
+namespace llmc::quant {
+
+struct QuantizeOptions {
+  std::string model_name_or_path;
+  std::string revision{"main"};
+  std::string output_dir;
+  std::string quantization_method{"bitsandbytes"};  // bitsandbytes | rtn
+  int64_t quantization_bits{4};
+  std::string bnb_4bit_quant_type{"nf4"};
+  bool bnb_4bit_use_double_quant{true};
+  std::string bnb_4bit_compute_dtype{"bfloat16"};
+  int64_t blocksize{64};
+  int64_t group_size{128};
+  std::vector<std::string> skip_modules;  // module-name substrings kept unquantized
+  std::string max_shard_size{"5GB"};
+  bool overwrite{false};
+};
+
+// Method names the registry knows.
+std::vector<std::string> quantization_methods();
+
+// UsageError (exit 2) for bad combinations, listing what is allowed.
+void validate(const QuantizeOptions& options);
+
+// `decorate` completes the metrics written to <output_dir>/metrics.json (the tool adds
+// tool, llmc_version, status, elapsed_s, options). Returns the tool's own figures.
+nlohmann::json run_quantize(const QuantizeOptions& options, const RunContext& ctx,
+                            const std::function<nlohmann::json(const nlohmann::json&)>& decorate);
+
+}  // namespace llmc::quant

@@ -1,0 +1,40 @@
+// Private: CPU kernels for packed weights, in a scalar reference and AVX2 / AVX-512 variants
+// chosen at run time. Rows are independent, so callers split [row_begin, row_end) across
+// threads.
+#pragma once
+
+#include <cstdint>
+
+namespace llmc::model::kernels {
+
+// 4-bit rows whose blocks do not cross rows (in % blocksize == 0, blocksize % 32 == 0).
+// y[r] = sum_b absmax[r*bpr + b] * sum_{c in block} lut[code(r, c)] * x[c], where the codes
+// of a row are packed two per byte, even element in the high nibble. x is given
+// deinterleaved: x_even[j] = x[2j], x_odd[j] = x[2j+1].
+using Dot4Fn = void (*)(const uint8_t* packed, const float* absmax, const float* lut, int64_t row_begin,
+                        int64_t row_end, int64_t in, int64_t blocksize, const float* x_even, const float* x_odd,
+                        float* y);
+
+// int8 rows: y[r] = scale[r] * sum_c cb[r, c] * x[c].
+using Dot8Fn = void (*)(const int8_t* cb, const float* scale, int64_t row_begin, int64_t row_end, int64_t in,
+                        const float* x, float* y);
+
+// Dequantizes 4-bit rows [row_begin, row_end) into out ([rows, in] float32); blocks may
+// cross rows (flattened blocks of `blocksize` elements).
+using Dequant4Fn = void (*)(const uint8_t* packed, const float* absmax, const float* lut, int64_t row_begin,
+                            int64_t row_end, int64_t in, int64_t blocksize, float* out);
+
+struct KernelSet {
+  const char* name;
+  Dot4Fn dot4;
+  Dot8Fn dot8;
+  Dequant4Fn dequant4;
+};
+
+const KernelSet& scalar_kernels();
+const KernelSet* avx2_kernels();    // null when the CPU or compiler lacks AVX2+FMA
+const KernelSet* avx512_kernels();  // null when the CPU or compiler lacks AVX-512F
+// The fastest set this CPU supports ($LLMC_KERNELS=scalar|avx2|avx512 forces one).
+const KernelSet& best_kernels();
+
+}  // namespace llmc::model::kernels

@@ -1,0 +1,53 @@
+#include "kernels.h"
+
+namespace llmc::model::kernels {
+
+namespace {
+
+inline int code_at(const uint8_t* packed, int64_t i) {
+  const uint8_t b = packed[i >> 1];
+  return (i & 1) ? (b & 0x0F) : (b >> 4);
+}
+
+void dot4_scalar(const uint8_t* packed, const float* absmax, const float* lut, int64_t row_begin, int64_t row_end,
+                 int64_t in, int64_t blocksize, const float* x_even, const float* x_odd, float* y) {
+  const int64_t bpr = in / blocksize;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = packed + r * (in / 2);
+    float total = 0.0f;
+    for (int64_t b = 0; b < bpr; ++b) {
+      float acc = 0.0f;
+      for (int64_t j = b * blocksize / 2; j < (b + 1) * blocksize / 2; ++j) {
+        acc += lut[row[j] >> 4] * x_even[j] + lut[row[j] & 0x0F] * x_odd[j];
+      }
+      total += absmax[r * bpr + b] * acc;
+    }
+    y[r] = total;
+  }
+}
+
+void dot8_scalar(const int8_t* cb, const float* scale, int64_t row_begin, int64_t row_end, int64_t in, const float* x,
+                 float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int8_t* row = cb + r * in;
+    float acc = 0.0f;
+    for (int64_t c = 0; c < in; ++c) acc += static_cast<float>(row[c]) * x[c];
+    y[r] = scale[r] * acc;
+  }
+}
+
+void dequant4_scalar(const uint8_t* packed, const float* absmax, const float* lut, int64_t row_begin, int64_t row_end,
+                     int64_t in, int64_t blocksize, float* out) {
+  for (int64_t i = row_begin * in; i < row_end * in; ++i) {
+    *out++ = lut[code_at(packed, i)] * absmax[i / blocksize];
+  }
+}
+
+}  // namespace
+
+const KernelSet& scalar_kernels() {
+  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar};
+  return set;
+}
+
+}  // namespace llmc::model::kernels

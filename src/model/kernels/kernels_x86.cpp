@@ -1,0 +1,189 @@
+// AVX2 and AVX-512 variants, compiled with function-level target attributes so the library
+// runs on any x86-64 CPU; best_kernels() picks one at run time.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define LLMC_X86 1
+#endif
+
+namespace llmc::model::kernels {
+
+#ifdef LLMC_X86
+namespace {
+
+// ---------------------------------------------------------------- AVX-512
+
+__attribute__((target("avx512f"))) inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+__attribute__((target("avx512f"))) void dot4_avx512(const uint8_t* packed, const float* absmax, const float* lut,
+                                                    int64_t row_begin, int64_t row_end, int64_t in,
+                                                    int64_t blocksize, const float* x_even, const float* x_odd,
+                                                    float* y) {
+  const __m512 table = _mm512_loadu_ps(lut);
+  const __m512i low_mask = _mm512_set1_epi32(0x0F);
+  const int64_t bpr = in / blocksize;
+  const int64_t half_block = blocksize / 2;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = packed + r * (in / 2);
+    __m512 total = _mm512_setzero_ps();
+    for (int64_t b = 0; b < bpr; ++b) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t j = b * half_block; j < (b + 1) * half_block; j += 16) {
+        // 16 bytes = 32 codes: high nibbles are the even elements, low nibbles the odd ones.
+        const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
+        const __m512 w_even = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+        const __m512 w_odd = _mm512_permutexvar_ps(_mm512_and_si512(bytes, low_mask), table);
+        acc = _mm512_fmadd_ps(w_even, _mm512_loadu_ps(x_even + j), acc);
+        acc = _mm512_fmadd_ps(w_odd, _mm512_loadu_ps(x_odd + j), acc);
+      }
+      total = _mm512_fmadd_ps(_mm512_set1_ps(absmax[r * bpr + b]), acc, total);
+    }
+    y[r] = hsum512(total);
+  }
+}
+
+__attribute__((target("avx512f"))) void dot8_avx512(const int8_t* cb, const float* scale, int64_t row_begin,
+                                                    int64_t row_end, int64_t in, const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int8_t* row = cb + r * in;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= in; c += 16) {
+      const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c)));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(x + c), acc);
+    }
+    float tail = 0.0f;
+    for (; c < in; ++c) tail += static_cast<float>(row[c]) * x[c];
+    y[r] = scale[r] * (hsum512(acc) + tail);
+  }
+}
+
+__attribute__((target("avx512f"))) void dequant4_avx512(const uint8_t* packed, const float* absmax, const float* lut,
+                                                        int64_t row_begin, int64_t row_end, int64_t in,
+                                                        int64_t blocksize, float* out) {
+  const __m512 table = _mm512_loadu_ps(lut);
+  const __m512i low_mask = _mm512_set1_epi32(0x0F);
+  // Interleave even/odd lanes back: result[2j] = even[j], result[2j+1] = odd[j].
+  const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi_idx = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  int64_t i = row_begin * in;
+  const int64_t end = row_end * in;
+  // Scalar until 32-aligned in the flat index (so 32 codes never straddle a block of >= 32).
+  for (; i < end && (i % 32) != 0; ++i) {
+    const uint8_t b = packed[i >> 1];
+    *out++ = lut[(i & 1) ? (b & 0x0F) : (b >> 4)] * absmax[i / blocksize];
+  }
+  for (; i + 32 <= end; i += 32) {
+    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + (i >> 1))));
+    const __m512 scale = _mm512_set1_ps(absmax[i / blocksize]);
+    const __m512 w_even = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), scale);
+    const __m512 w_odd = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, low_mask), table), scale);
+    _mm512_storeu_ps(out, _mm512_permutex2var_ps(w_even, lo_idx, w_odd));
+    _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(w_even, hi_idx, w_odd));
+    out += 32;
+  }
+  for (; i < end; ++i) {
+    const uint8_t b = packed[i >> 1];
+    *out++ = lut[(i & 1) ? (b & 0x0F) : (b >> 4)] * absmax[i / blocksize];
+  }
+}
+
+// ---------------------------------------------------------------- AVX2
+
+// 16-entry lookup with 8-lane permutes: pick from the low or high half by bit 3.
+__attribute__((target("avx2,fma"))) inline __m256 lookup16(__m256i idx, __m256 lo, __m256 hi) {
+  const __m256 a = _mm256_permutevar8x32_ps(lo, idx);
+  const __m256 b = _mm256_permutevar8x32_ps(hi, idx);
+  const __m256 use_hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // bit 3 -> sign bit
+  return _mm256_blendv_ps(a, b, use_hi);
+}
+
+__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) void dot4_avx2(const uint8_t* packed, const float* absmax, const float* lut,
+                                                   int64_t row_begin, int64_t row_end, int64_t in, int64_t blocksize,
+                                                   const float* x_even, const float* x_odd, float* y) {
+  const __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8);
+  const __m256i low_mask = _mm256_set1_epi32(0x0F);
+  const int64_t bpr = in / blocksize;
+  const int64_t half_block = blocksize / 2;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = packed + r * (in / 2);
+    __m256 total = _mm256_setzero_ps();
+    for (int64_t b = 0; b < bpr; ++b) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t j = b * half_block; j < (b + 1) * half_block; j += 8) {
+        const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j)));
+        acc = _mm256_fmadd_ps(lookup16(_mm256_srli_epi32(bytes, 4), lo, hi), _mm256_loadu_ps(x_even + j), acc);
+        acc = _mm256_fmadd_ps(lookup16(_mm256_and_si256(bytes, low_mask), lo, hi), _mm256_loadu_ps(x_odd + j), acc);
+      }
+      total = _mm256_fmadd_ps(_mm256_set1_ps(absmax[r * bpr + b]), acc, total);
+    }
+    y[r] = hsum256(total);
+  }
+}
+
+__attribute__((target("avx2,fma"))) void dot8_avx2(const int8_t* cb, const float* scale, int64_t row_begin,
+                                                   int64_t row_end, int64_t in, const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int8_t* row = cb + r * in;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= in; c += 8) {
+      const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(x + c), acc);
+    }
+    float tail = 0.0f;
+    for (; c < in; ++c) tail += static_cast<float>(row[c]) * x[c];
+    y[r] = scale[r] * (hsum256(acc) + tail);
+  }
+}
+
+bool cpu_has(const char* feature) {
+  __builtin_cpu_init();
+  if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+}  // namespace
+
+const KernelSet* avx512_kernels() {
+  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512};
+  return cpu_has("avx512f") ? &set : nullptr;
+}
+
+const KernelSet* avx2_kernels() {
+  // The dequantization of whole tiles is memory-bound; the scalar loop serves AVX2 machines.
+  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4};
+  return cpu_has("avx2") ? &set : nullptr;
+}
+
+#else
+const KernelSet* avx512_kernels() { return nullptr; }
+const KernelSet* avx2_kernels() { return nullptr; }
+#endif
+
+const KernelSet& best_kernels() {
+  static const KernelSet* chosen = [] {
+    const char* force = std::getenv("LLMC_KERNELS");
+    const std::string want = force != nullptr ? force : "";
+    if (want == "scalar") return &scalar_kernels();
+    if (want == "avx2" && avx2_kernels() != nullptr) return avx2_kernels();
+    if ((want.empty() || want == "avx512") && avx512_kernels() != nullptr) return avx512_kernels();
+    if (avx2_kernels() != nullptr) return avx2_kernels();
+    return &scalar_kernels();
+  }();
+  return *chosen;
+}
+
+}  // namespace llmc::model::kernels

@@ -1,0 +1,52 @@
+#include "packed_common.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+
+#include "llmc/core/error.h"
+
+namespace llmc::model {
+
+FlatInput flatten_input(const at::Tensor& x, int64_t in, int64_t out) {
+  if (x.size(-1) != in) {
+    throw UsageError("packed linear: input has " + std::to_string(x.size(-1)) + " features, expected " + std::to_string(in));
+  }
+  FlatInput f;
+  f.out_shape = x.sizes().vec();
+  f.out_shape.back() = out;
+  f.x2 = x.reshape({-1, in}).to(c10::kFloat).contiguous();
+  return f;
+}
+
+at::Tensor tiled_matmul(const at::Tensor& x2, int64_t out, int64_t in,
+                        const std::function<void(int64_t, int64_t, float*)>& dequant) {
+  constexpr int64_t kTileBytes = 1 << 20;  // ~1 MiB of dequantized weights per tile
+  const int64_t tile = std::max<int64_t>(16, kTileBytes / (4 * in));
+  at::Tensor y = at::empty({x2.size(0), out}, x2.options());
+  at::Tensor buf = at::empty({std::min(tile, out), in}, x2.options());
+  for (int64_t r0 = 0; r0 < out; r0 += tile) {
+    const int64_t r1 = std::min(out, r0 + tile);
+    at::Tensor w = buf.narrow(0, 0, r1 - r0);
+    float* wp = w.data_ptr<float>();
+    parallel_rows(r1 - r0, [&](int64_t a, int64_t b) { dequant(r0 + a, r0 + b, wp + a * in); });
+    at::Tensor y_tile = at::mm(x2, w.t());
+    y.narrow(1, r0, r1 - r0).copy_(y_tile);
+  }
+  return y;
+}
+
+void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) {
+  at::parallel_for(0, rows, 16, [&](int64_t a, int64_t b) { fn(a, b); });
+}
+
+std::string torch_dtype_string(c10::ScalarType t) {
+  switch (t) {
+    case c10::kHalf: return "float16";
+    case c10::kBFloat16: return "bfloat16";
+    case c10::kFloat: return "float32";
+    default: return "float32";
+  }
+}
+
+}  // namespace llmc::model

@@ -1,0 +1,66 @@
+// Private: the concrete packed-weight classes.
+#pragma once
+
+#include "llmc/model/packed_weight.h"
+
+namespace llmc::model {
+
+class Bnb4Weight : public PackedWeight {
+ public:
+  std::string format() const override { return quant_type; }
+  int64_t out_features() const override { return out; }
+  int64_t in_features() const override { return in; }
+  at::Tensor matmul(const at::Tensor& x) const override;
+  at::Tensor dequantize() const override;
+  int64_t nbytes() const override;
+  NamedTensors state_dict(const std::string& prefix) const override;
+  at::Tensor resolved_absmax() const;  // float32 [nblocks]
+
+  std::string quant_type;
+  int64_t blocksize{64};
+  std::string dtype{"float16"};
+  int64_t out{0}, in{0};
+  at::Tensor packed;  // uint8 [(n+1)/2, 1]
+  at::Tensor absmax;  // float32 [nblocks], when not nested
+  bool nested{false};
+  at::Tensor qabsmax;           // uint8 [nblocks]
+  at::Tensor nested_absmax;     // float32 [ceil(nblocks/256)]
+  at::Tensor nested_quant_map;  // float32 [256]
+  float nested_offset{0.0f};
+};
+
+class Int8Weight : public PackedWeight {
+ public:
+  std::string format() const override { return "int8"; }
+  int64_t out_features() const override { return out; }
+  int64_t in_features() const override { return in; }
+  at::Tensor matmul(const at::Tensor& x) const override;
+  at::Tensor dequantize() const override;
+  int64_t nbytes() const override { return cb.numel() + scb.numel() * 4; }
+  NamedTensors state_dict(const std::string& prefix) const override;
+
+  int64_t out{0}, in{0};
+  at::Tensor cb;   // int8 [out, in]
+  at::Tensor scb;  // float32 [out]
+};
+
+class GptqWeight : public PackedWeight {
+ public:
+  std::string format() const override { return "gptq"; }
+  int64_t out_features() const override { return out; }
+  int64_t in_features() const override { return in; }
+  at::Tensor matmul(const at::Tensor& x) const override;
+  at::Tensor dequantize() const override;
+  int64_t nbytes() const override { return qweight.numel() * 4 + qzeros.numel() * 4 + scales.numel() * 2 + g_idx.numel() * 4; }
+  NamedTensors state_dict(const std::string& prefix) const override;
+  at::Tensor codes() const;  // int64 [in, out], unpacked
+
+  int64_t bits{4}, group_size{128};
+  int64_t out{0}, in{0};
+  at::Tensor qweight;  // int32 [in*bits/32, out]
+  at::Tensor qzeros;   // int32 [groups, out*bits/32]
+  at::Tensor scales;   // float16 [groups, out]
+  at::Tensor g_idx;    // int32 [in]
+};
+
+}  // namespace llmc::model

@@ -1,0 +1,153 @@
+// GPTQ v1 checkpoint layout (FORMATS.md §6.1) and symmetric round-to-nearest codes in it.
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/clamp.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/round.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+
+#include <numeric>
+
+#include "llmc/core/error.h"
+#include "packed_common.h"
+#include "packed_formats.h"
+
+namespace llmc::model {
+
+namespace {
+
+// Codes are an LSB-first bit stream along dim 0, cut into 32-bit words (for 3 bits, 32
+// values fill 3 words; for 2/4/8 bits, 32/b values fill one).
+at::Tensor pack_bits(const at::Tensor& codes, int64_t bits) {
+  const int64_t n = codes.size(0);
+  const int64_t group = 32 / std::gcd<int64_t>(32, bits);  // values per whole number of words
+  const int64_t words = group * bits / 32;
+  at::Tensor q = codes.to(c10::kLong).reshape({n / group, group, -1});
+  at::Tensor out = at::zeros({n / group, words, q.size(2)}, q.options());
+  for (int64_t k = 0; k < group; ++k) {
+    const int64_t off = bits * k, w = off / 32, s = off % 32;
+    at::Tensor v = q.select(1, k);
+    out.select(1, w).add_(v.__lshift__(s).bitwise_and(int64_t{0xFFFFFFFF}));
+    if (s + bits > 32) out.select(1, w + 1).add_(v.__rshift__(32 - s));
+  }
+  out = out.reshape({n / group * words, -1});
+  return at::where(out >= (int64_t{1} << 31), out - (int64_t{1} << 32), out).to(c10::kInt);
+}
+
+at::Tensor unpack_bits(const at::Tensor& packed, int64_t bits, int64_t n) {
+  const int64_t group = 32 / std::gcd<int64_t>(32, bits);
+  const int64_t words = group * bits / 32;
+  at::Tensor w32 = packed.to(c10::kLong).bitwise_and(int64_t{0xFFFFFFFF}).reshape({n / group, words, -1});
+  const int64_t mask = (int64_t{1} << bits) - 1;
+  at::Tensor out = at::empty({n / group, group, w32.size(2)}, w32.options());
+  for (int64_t k = 0; k < group; ++k) {
+    const int64_t off = bits * k, w = off / 32, s = off % 32;
+    at::Tensor v = w32.select(1, w).__rshift__(s);
+    if (s + bits > 32) v = v.bitwise_or(w32.select(1, w + 1).__lshift__(32 - s));
+    out.select(1, k).copy_(v.bitwise_and(mask));
+  }
+  return out.reshape({n, -1});
+}
+
+void check_packable(int64_t bits, int64_t group_size, int64_t out, int64_t in) {
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
+    throw UsageError("--quantization_bits for rtn: expected 2, 3, 4 or 8, found " + std::to_string(bits));
+  }
+  const int64_t group = 32 / std::gcd<int64_t>(32, bits);
+  if (in % group != 0 || out % group != 0) {
+    throw UsageError("the GPTQ layout packs " + std::to_string(group) + " " + std::to_string(bits) +
+                     "-bit values at a time: a " + std::to_string(out) + " x " + std::to_string(in) +
+                     " weight cannot be packed (both sizes must be multiples of " + std::to_string(group) + ")");
+  }
+  if (group_size != -1 && (group_size <= 0 || in % group_size != 0)) {
+    throw UsageError("--group_size " + std::to_string(group_size) + " must be -1 or divide the input width " +
+                     std::to_string(in));
+  }
+}
+
+}  // namespace
+
+at::Tensor GptqWeight::codes() const { return unpack_bits(qweight, bits, in); }
+
+at::Tensor GptqWeight::dequantize() const {
+  at::Tensor zeros = unpack_bits(qzeros.t().contiguous(), bits, out).t() + 1;  // v1 stores zero - 1
+  at::Tensor gi = g_idx.to(c10::kLong);
+  at::Tensor s = scales.to(c10::kFloat).index_select(0, gi);        // [in, out]
+  at::Tensor z = zeros.to(c10::kFloat).index_select(0, gi);         // [in, out]
+  return (s * (codes().to(c10::kFloat) - z)).t().contiguous();      // [out, in]
+}
+
+at::Tensor GptqWeight::matmul(const at::Tensor& x) const {
+  if (!qweight.device().is_cpu()) return at::matmul(x, dequantize().to(x.scalar_type()).t());
+  FlatInput f = flatten_input(x, in, out);
+  const int64_t group = 32 / std::gcd<int64_t>(32, bits);
+  // Tiles of output columns, a multiple of `group` (qzeros packs `group` outputs per
+  // `group * bits / 32` words), about 1 MiB of float weights each.
+  const int64_t tile = std::max<int64_t>(group, ((1 << 18) / in) / group * group);
+  at::Tensor y = at::empty({f.x2.size(0), out}, f.x2.options());
+  at::Tensor gi = g_idx.to(c10::kLong);
+  const int64_t words_per_group = group * bits / 32;
+  for (int64_t c0 = 0; c0 < out; c0 += tile) {
+    const int64_t c1 = std::min(out, c0 + tile);
+    at::Tensor q = unpack_bits(qweight.narrow(1, c0, c1 - c0), bits, in).to(c10::kFloat);  // [in, cols]
+    at::Tensor zw = qzeros.narrow(1, c0 / group * words_per_group, (c1 - c0) / group * words_per_group);
+    at::Tensor z = (unpack_bits(zw.t().contiguous(), bits, c1 - c0).t() + 1).to(c10::kFloat);  // [groups, cols]
+    at::Tensor s = scales.narrow(1, c0, c1 - c0).to(c10::kFloat);
+    at::Tensor w = s.index_select(0, gi) * (q - z.index_select(0, gi));  // [in, cols]
+    y.narrow(1, c0, c1 - c0).copy_(at::mm(f.x2, w));
+  }
+  return y.reshape(f.out_shape).to(x.scalar_type());
+}
+
+NamedTensors GptqWeight::state_dict(const std::string& prefix) const {
+  return {{prefix + "qweight", qweight}, {prefix + "qzeros", qzeros}, {prefix + "scales", scales}, {prefix + "g_idx", g_idx}};
+}
+
+std::unique_ptr<PackedWeight> pack_gptq(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& g_idx,
+                                        const GptqOptions& o) {
+  const int64_t out = codes.size(0), in = codes.size(1);
+  check_packable(o.bits, o.group_size, out, in);
+  auto w = std::make_unique<GptqWeight>();
+  w->bits = o.bits;
+  w->group_size = o.group_size == -1 ? in : o.group_size;
+  w->out = out;
+  w->in = in;
+  w->qweight = pack_bits(codes.t().contiguous(), o.bits).contiguous();
+  const int64_t zero = (int64_t{1} << (o.bits - 1)) - 1;  // symmetric zero 2^(b-1), stored minus one
+  at::Tensor zeros = at::full({scales.size(0), out}, zero, at::TensorOptions().dtype(c10::kLong));
+  w->qzeros = pack_bits(zeros.t().contiguous(), o.bits).t().contiguous();
+  w->scales = scales.to(c10::kHalf).contiguous();
+  w->g_idx = g_idx.to(c10::kInt).contiguous();
+  return w;
+}
+
+std::unique_ptr<PackedWeight> quantize_rtn_gptq(const at::Tensor& weight, const GptqOptions& o) {
+  const int64_t out = weight.size(0), in = weight.size(1);
+  check_packable(o.bits, o.group_size, out, in);
+  const int64_t gs = o.group_size == -1 ? in : o.group_size;
+  const int64_t groups = in / gs;
+  const double maxq = static_cast<double>((int64_t{1} << o.bits) - 1);
+  at::Tensor wg = weight.detach().to(c10::kCPU, c10::kFloat).reshape({out, groups, gs});
+  // The GPTQ quantizer, symmetric: range [-max|w|, max|w|] (or [0, max] when no weight is
+  // negative), all-zero groups get [-1, 1]; zero = (maxq + 1) / 2.
+  at::Tensor xmin = at::clamp_max(std::get<0>(wg.min(2)), 0.0);
+  at::Tensor xmax = at::clamp_min(std::get<0>(wg.max(2)), 0.0);
+  xmax = at::maximum(xmin.abs(), xmax);
+  xmin = at::where(xmin < 0, -xmax, xmin);
+  at::Tensor both_zero = (xmin == 0).logical_and(xmax == 0);
+  xmin = at::where(both_zero, at::full_like(xmin, -1.0), xmin);
+  xmax = at::where(both_zero, at::full_like(xmax, 1.0), xmax);
+  at::Tensor scale = (xmax - xmin) / maxq;  // [out, groups]
+  const double zero = (maxq + 1) / 2;
+  at::Tensor q = at::clamp(at::round(wg / scale.unsqueeze(2)) + zero, 0, maxq).reshape({out, in}).to(c10::kLong);
+  at::Tensor g_idx = at::arange(in, at::TensorOptions().dtype(c10::kLong)).div(gs, "floor");
+  GptqOptions packed = o;
+  packed.group_size = gs;
+  return pack_gptq(q, scale.t().contiguous(), g_idx, packed);
+}
+
+}  // namespace llmc::model

@@ -1,0 +1,158 @@
+// Recognizes packed weights in a checkpoint by their keys (FORMATS.md §5.4, §5.6, §6.1).
+#include <ATen/ops/tensor.h>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "llmc/core/error.h"
+#include "packed_formats.h"
+
+namespace llmc::model {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+void expect_numel(const at::Tensor& t, int64_t n, const std::string& name) {
+  if (t.numel() != n) {
+    throw InputError("tensor '" + name + "' has " + std::to_string(t.numel()) + " elements " + shape_str(t.sizes()) +
+                     ", expected " + std::to_string(n));
+  }
+}
+
+void expect_dtype(const at::Tensor& t, c10::ScalarType want, const std::string& name) {
+  if (t.scalar_type() != want) {
+    throw InputError("tensor '" + name + "' has dtype " + std::string(c10::toString(t.scalar_type())) + ", expected " +
+                     c10::toString(want));
+  }
+}
+
+std::unique_ptr<PackedWeight> load_bnb4(const std::string& p, const std::string& type,
+                                        const std::function<bool(const std::string&)>& has,
+                                        const std::function<at::Tensor(const std::string&)>& take, int64_t out,
+                                        int64_t in) {
+  const std::string state_name = p + "weight.quant_state.bitsandbytes__" + type;
+  at::Tensor state = take(state_name).to(c10::kCPU).contiguous();
+  expect_dtype(state, c10::kByte, state_name);
+  const std::string text(reinterpret_cast<const char*>(state.data_ptr<uint8_t>()), static_cast<size_t>(state.numel()));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("tensor '" + state_name + "' is not the JSON of a bitsandbytes quant_state: " + e.what());
+  }
+  auto w = std::make_unique<Bnb4Weight>();
+  try {
+    w->quant_type = j.at("quant_type").get<std::string>();
+    w->blocksize = j.at("blocksize").get<int64_t>();
+    w->dtype = j.value("dtype", std::string("float16"));
+    const auto shape = j.at("shape").get<std::vector<int64_t>>();
+    if (shape != std::vector<int64_t>{out, in}) {
+      throw InputError("tensor '" + state_name + "' describes shape " + shape_str(shape) + ", expected " +
+                       shape_str({out, in}) + " from config.json");
+    }
+    w->nested = j.contains("nested_offset");
+    if (w->nested) w->nested_offset = j.at("nested_offset").get<float>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("tensor '" + state_name + "': bad quant_state field: " + e.what());
+  }
+  if (w->quant_type != type) throw InputError("tensor '" + state_name + "' says quant_type '" + w->quant_type + "'");
+  if (w->blocksize < 32 || w->blocksize > 4096 || (w->blocksize & (w->blocksize - 1)) != 0) {
+    throw InputError("tensor '" + state_name + "': unsupported blocksize " + std::to_string(w->blocksize));
+  }
+  w->out = out;
+  w->in = in;
+  const int64_t n = out * in;
+  const int64_t nb = (n + w->blocksize - 1) / w->blocksize;
+  // bnb_4bit_quant_storage may be another dtype: the bytes are what count.
+  at::Tensor packed = take(p + "weight").contiguous();
+  if (packed.scalar_type() != c10::kByte) packed = packed.view(c10::kByte);
+  expect_numel(packed, (n + 1) / 2, p + "weight");
+  w->packed = packed.reshape({-1, 1});
+  at::Tensor absmax = take(p + "weight.absmax").contiguous();
+  expect_numel(absmax, nb, p + "weight.absmax");
+  if (has(p + "weight.quant_map")) expect_numel(take(p + "weight.quant_map"), 16, p + "weight.quant_map");
+  if (w->nested) {
+    expect_dtype(absmax, c10::kByte, p + "weight.absmax");
+    w->qabsmax = absmax;
+    w->nested_absmax = take(p + "weight.nested_absmax").to(c10::kFloat).contiguous();
+    expect_numel(w->nested_absmax, (nb + 255) / 256, p + "weight.nested_absmax");
+    w->nested_quant_map = take(p + "weight.nested_quant_map").to(c10::kFloat).contiguous();
+    expect_numel(w->nested_quant_map, 256, p + "weight.nested_quant_map");
+  } else {
+    w->absmax = absmax.to(c10::kFloat);
+  }
+  return w;
+}
+
+}  // namespace
+
+std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std::function<bool(const std::string&)>& has,
+                                                 const std::function<at::Tensor(const std::string&)>& take,
+                                                 int64_t out, int64_t in) {
+  for (const char* type : {"nf4", "fp4"}) {
+    if (has(p + "weight.quant_state.bitsandbytes__" + type)) return load_bnb4(p, type, has, take, out, in);
+  }
+  if (has(p + "SCB")) {
+    auto w = std::make_unique<Int8Weight>();
+    w->out = out;
+    w->in = in;
+    w->cb = take(p + "weight").contiguous();
+    expect_dtype(w->cb, c10::kChar, p + "weight");
+    if (w->cb.sizes() != at::IntArrayRef({out, in})) {
+      throw InputError("tensor '" + p + "weight' has shape " + shape_str(w->cb.sizes()) + ", expected " + shape_str({out, in}));
+    }
+    w->scb = take(p + "SCB").to(c10::kFloat).contiguous();
+    expect_numel(w->scb, out, p + "SCB");
+    if (has(p + "weight_format")) {
+      at::Tensor fmt = take(p + "weight_format");
+      if (fmt.numel() != 1 || fmt.to(c10::kCPU).to(c10::kLong).item<int64_t>() != 0) {
+        throw InputError("tensor '" + p + "weight_format': only the row format (0) is supported");
+      }
+    }
+    return w;
+  }
+  if (has(p + "qweight")) {
+    auto w = std::make_unique<GptqWeight>();
+    w->out = out;
+    w->in = in;
+    w->qweight = take(p + "qweight").contiguous();
+    w->qzeros = take(p + "qzeros").contiguous();
+    w->scales = take(p + "scales").contiguous();
+    w->g_idx = has(p + "g_idx") ? take(p + "g_idx").to(c10::kInt).contiguous() : at::Tensor();
+    expect_dtype(w->qweight, c10::kInt, p + "qweight");
+    expect_dtype(w->qzeros, c10::kInt, p + "qzeros");
+    if (w->qweight.dim() != 2 || w->qweight.size(1) != out || (w->qweight.size(0) * 32) % in != 0) {
+      throw InputError("tensor '" + p + "qweight' has shape " + shape_str(w->qweight.sizes()) + ", expected [in*bits/32, " +
+                       std::to_string(out) + "]");
+    }
+    w->bits = w->qweight.size(0) * 32 / in;
+    if (w->bits != 2 && w->bits != 3 && w->bits != 4 && w->bits != 8) {
+      throw InputError("tensor '" + p + "qweight' implies " + std::to_string(w->bits) + "-bit codes (2, 3, 4 or 8 supported)");
+    }
+    if (w->scales.dim() != 2 || w->scales.size(1) != out || in % w->scales.size(0) != 0) {
+      throw InputError("tensor '" + p + "scales' has shape " + shape_str(w->scales.sizes()));
+    }
+    w->group_size = in / w->scales.size(0);
+    if (!w->g_idx.defined()) {
+      std::vector<int32_t> g(static_cast<size_t>(in));
+      for (int64_t i = 0; i < in; ++i) g[static_cast<size_t>(i)] = static_cast<int32_t>(i / w->group_size);
+      w->g_idx = at::tensor(g).to(w->qweight.device());
+    }
+    expect_numel(w->g_idx, in, p + "g_idx");
+    if (w->g_idx.min().item<int64_t>() < 0 || w->g_idx.max().item<int64_t>() >= w->scales.size(0)) {
+      throw InputError("tensor '" + p + "g_idx' points outside the " + std::to_string(w->scales.size(0)) + " groups");
+    }
+    const int64_t group = 32 / std::gcd<int64_t>(32, w->bits);
+    if (w->qzeros.dim() != 2 || w->qzeros.size(0) != w->scales.size(0) || w->qzeros.size(1) != out / group * (group * w->bits / 32)) {
+      throw InputError("tensor '" + p + "qzeros' has shape " + shape_str(w->qzeros.sizes()));
+    }
+    return w;
+  }
+  return nullptr;
+}
+
+}  // namespace llmc::model

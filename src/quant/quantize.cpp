@@ -1,0 +1,192 @@
+#include "llmc/quant/quantize.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "llmc/core/error.h"
+#include "llmc/core/logging.h"
+#include "llmc/core/progress.h"
+#include "llmc/io/atomic_dir.h"
+#include "llmc/io/hf_model_dir.h"
+#include "llmc/io/json_file.h"
+#include "llmc/io/safetensors.h"
+#include "methods.h"
+
+namespace llmc::quant {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Hugging Face key forms -> model.decoder.* (as transformers saves OPTForCausalLM).
+std::string canonical(const std::string& key) { return key.rfind("decoder.", 0) == 0 ? "model." + key : key; }
+
+// A Linear inside a decoder layer: "model.decoder.layers.<i>.<path>.weight", 2-D.
+bool is_decoder_linear_weight(const std::string& key, const at::Tensor& t) {
+  static const std::regex pattern(R"(model\.decoder\.layers\.\d+\..+\.weight)");
+  return t.dim() == 2 && std::regex_match(key, pattern);
+}
+
+std::string module_of(const std::string& weight_key) { return weight_key.substr(0, weight_key.size() - 7); }
+
+bool skipped_by_user(const std::string& module, const std::vector<std::string>& patterns) {
+  for (const auto& p : patterns) {
+    if (!p.empty() && module.find(p) != std::string::npos) return true;
+  }
+  return false;
+}
+
+const char* kCopiedFiles[] = {"tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                              "tokenizer.json",        "tokenizer.model",         "added_tokens.json",
+                              "generation_config.json"};
+
+struct SizeTally {
+  int64_t num_parameters{0};
+  int64_t memory_bytes{0};
+  int64_t linear_zeros{0};
+  int64_t linear_total{0};
+  nlohmann::json block(const std::string& path) const {
+    return {{"path", path},
+            {"num_parameters", num_parameters},
+            {"disk_size_bytes", io::directory_size_bytes(path)},
+            {"memory_footprint_bytes", memory_bytes},
+            {"sparsity", linear_total > 0 ? static_cast<double>(linear_zeros) / static_cast<double>(linear_total) : 0.0}};
+  }
+};
+
+}  // namespace
+
+std::vector<std::string> quantization_methods() { return method_registry().names(); }
+
+void validate(const QuantizeOptions& o) {
+  if (o.model_name_or_path.empty()) throw UsageError("--model_name_or_path is required");
+  if (o.output_dir.empty()) throw UsageError("--output_dir is required");
+  method_registry().get(o.quantization_method).validate(o);
+  io::parse_byte_size(o.max_shard_size);
+}
+
+nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
+                            const std::function<nlohmann::json(const nlohmann::json&)>& decorate) {
+  validate(o);
+  const Method& method = method_registry().get(o.quantization_method);
+  const std::string dir = io::resolve_model_dir(o.model_name_or_path, o.revision);
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  nlohmann::json config = io::read_json_file(config_path);
+  if (!config.is_object()) throw InputError(config_path + ": expected a JSON object");
+  if (config.contains("quantization_config")) {
+    throw UsageError(dir + " is already quantized (config.json has a quantization_config with quant_method '" +
+                     config["quantization_config"].value("quant_method", std::string("?")) +
+                     "'); quantize the original float model instead");
+  }
+  if (config.value("model_type", std::string()) != "opt") {
+    throw InputError(config_path + ": unsupported model_type '" + config.value("model_type", std::string()) +
+                     "' (supported: opt)");
+  }
+  const bool tied = config.value("tie_word_embeddings", true);
+  const uint64_t max_shard = io::parse_byte_size(o.max_shard_size);
+  const int64_t compute_elem = static_cast<int64_t>(c10::elementSize(ctx.dtype));
+
+  io::AtomicOutputDir out(o.output_dir, o.overwrite);
+  at::NoGradGuard no_grad;
+  // Zero-copy views on the memory-mapped input files; each is read, used and released.
+  io::StateDict input = io::load_weights(dir);
+  io::SafetensorsStreamWriter writer((fs::path(out.staging()) / ".spill.tmp").string());
+
+  SizeTally in_tally, out_tally;
+  std::vector<std::string> dense_modules = {"lm_head"};
+  nlohmann::json layers = nlohmann::json::object();
+  int64_t quantized_params = 0, quantized_bytes = 0;
+  std::set<std::string> seen;
+  Progress progress("quantize", static_cast<int64_t>(input.size()), ctx.progress, "tensor");
+  for (auto& [raw_key, tensor] : input) {
+    ctx.check_cancelled();
+    const std::string key = canonical(raw_key);
+    progress.advance();
+    if (!seen.insert(key).second) throw InputError(dir + ": tensor '" + key + "' appears twice");
+    if (key == "lm_head.weight" && tied) continue;  // tied to embed_tokens, as transformers saves it
+    const auto st = tensor.scalar_type();
+    if (st != c10::kFloat && st != c10::kHalf && st != c10::kBFloat16) {
+      throw InputError(dir + ": tensor '" + key + "' has dtype " + std::string(c10::toString(st)) +
+                       " (expected float32, float16 or bfloat16: is this model already quantized?)");
+    }
+    const int64_t numel = tensor.numel();
+    in_tally.num_parameters += numel;
+    in_tally.memory_bytes += numel * compute_elem;
+    const bool decoder_linear = is_decoder_linear_weight(key, tensor);
+    const std::string module = decoder_linear ? module_of(key) : "";
+    if (decoder_linear) {
+      const int64_t zeros = (tensor == 0).sum().item<int64_t>();
+      in_tally.linear_zeros += zeros;
+      in_tally.linear_total += numel;
+    }
+    if (decoder_linear && !skipped_by_user(module, o.skip_modules)) {
+      at::Tensor w = tensor.to(c10::kFloat);
+      auto packed = method.quantize(w, o);
+      at::Tensor deq = packed->dequantize();
+      const double rel = (w - deq).norm().item<double>() / std::max(w.norm().item<double>(), 1e-30);
+      layers[module] = {{"relative_error", rel}, {"bits_per_weight", packed->bits_per_weight()}};
+      for (const auto& [name, t] : packed->state_dict(module + ".")) writer.add(name, t);
+      quantized_params += numel;
+      quantized_bytes += packed->nbytes();
+      out_tally.num_parameters += numel;
+      out_tally.memory_bytes += packed->nbytes();
+      out_tally.linear_zeros += (deq == 0).sum().item<int64_t>();
+      out_tally.linear_total += numel;
+    } else {
+      if (decoder_linear) {
+        dense_modules.push_back(module);
+        out_tally.linear_zeros += (tensor == 0).sum().item<int64_t>();
+        out_tally.linear_total += numel;
+      }
+      writer.add(key, tensor.to(c10::kHalf));
+      out_tally.num_parameters += numel;
+      out_tally.memory_bytes += numel * compute_elem;
+    }
+    io::release_pages(tensor);
+  }
+  progress.finish();
+  if (layers.empty()) throw InputError(dir + ": no Linear weight inside model.decoder.layers.* to quantize");
+  for (const char* m : {"model.decoder.project_in", "model.decoder.project_out"}) {
+    if (seen.count(std::string(m) + ".weight")) dense_modules.push_back(m);
+  }
+  input.clear();
+
+  writer.finish(out.staging(), max_shard);
+  config["quantization_config"] = method.config_block(o, dense_modules);
+  config["torch_dtype"] = "float16";
+  io::write_file_atomic((fs::path(out.staging()) / "config.json").string(), config.dump(2) + "\n");
+  for (const auto& [name, content] : method.extra_files(o, o.model_name_or_path)) {
+    io::write_file_atomic((fs::path(out.staging()) / name).string(), content.dump(2) + "\n");
+  }
+  for (const char* f : kCopiedFiles) {
+    std::error_code ec;
+    if (fs::exists(fs::path(dir) / f, ec)) fs::copy_file(fs::path(dir) / f, fs::path(out.staging()) / f, ec);
+    if (ec) throw ResourceError(std::string("cannot copy ") + f + ": " + ec.message());
+  }
+
+  nlohmann::json m = nlohmann::json::object();
+  m["input"] = in_tally.block(dir);
+  m["output"] = out_tally.block(out.staging());
+  m["output"]["path"] = out.final_dir();
+  m["quantization_method"] = o.quantization_method;
+  m["quantized_linears"] = layers.size();
+  m["bits_per_parameter_quantized_linears"] = 8.0 * static_cast<double>(quantized_bytes) / static_cast<double>(quantized_params);
+  m["bits_per_parameter_file"] =
+      8.0 * static_cast<double>(m["output"]["disk_size_bytes"].get<int64_t>()) / static_cast<double>(out_tally.num_parameters);
+  double worst = 0.0;
+  for (const auto& l : layers) worst = std::max(worst, l["relative_error"].get<double>());
+  m["max_relative_error"] = worst;
+  m["layers"] = layers;
+  io::write_file_atomic((fs::path(out.staging()) / "metrics.json").string(), decorate(m).dump(2) + "\n");
+  out.commit();
+  log_info("wrote " + out.final_dir());
+  return m;
+}
+
+}  // namespace llmc::quant
