@@ -5,6 +5,7 @@ set -u
 bin=${1:?bin dir}
 fx=${2:?fixtures dir}
 ev="$bin/evaluate"
+qz="$bin/quantize"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pass=0
@@ -107,6 +108,32 @@ cp "$m"/* "$snap/"
 printf 0123456789abcdef0123456789abcdef01234567 >"$cache/models--llmc--tiny/refs/main"
 expect 0 hub-cache-hit -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --eval_file "$fx/eval.txt" "${q[@]}"
 expect 3 hub-cache-revision-miss -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --revision v9 "${q[@]}"
+
+# quantize: the quick start's flags, then evaluate on the result; bad combinations are exit 2.
+qargs=(--model_name_or_path "$fx/opt_postln_f16_bin" --quantization_method bitsandbytes --quantization_bits 4 --blocksize 32)
+expect 0 quantize-nf4 -- "$qz" "${qargs[@]}" --output_dir "$tmp/q/nf4" "${q[@]}"
+expect_grep "$tmp/q/nf4/metrics.json" '"tool": "quantize"' quantize-metrics-tool
+expect_grep "$tmp/q/nf4/metrics.json" '"elapsed_s"' quantize-metrics-elapsed
+expect_grep "$tmp/q/nf4/metrics.json" '"relative_error"' quantize-metrics-layers
+expect_grep "$tmp/q/nf4/config.json" '"quant_method": "bitsandbytes"' quantize-config
+expect 0 evaluate-nf4 -- "$ev" --model_name_or_path "$tmp/q/nf4" --eval_file "$fx/eval.txt" --prompt "The" --max_new_tokens 3 --json "${q[@]}"
+expect_grep "$tmp/out" '"perplexity"' evaluate-nf4-perplexity
+expect 0 quantize-int8 -- "$qz" "${qargs[@]}" --quantization_bits 8 --output_dir "$tmp/q/int8" "${q[@]}"
+expect 0 evaluate-int8 -- "$ev" --model_name_or_path "$tmp/q/int8" --eval_file "$fx/eval.txt" "${q[@]}"
+expect 0 quantize-rtn -- "$qz" --model_name_or_path "$fx/opt_preln_f32" --quantization_method rtn --quantization_bits 4 --group_size 32 --output_dir "$tmp/q/rtn" "${q[@]}"
+expect_grep "$tmp/q/rtn/quantize_config.json" '"bits": 4' quantize-rtn-config
+expect 0 evaluate-rtn -- "$ev" --model_name_or_path "$tmp/q/rtn" --eval_file "$fx/eval.txt" "${q[@]}"
+expect 2 quantize-exists -- "$qz" "${qargs[@]}" --output_dir "$tmp/q/nf4" "${q[@]}"
+expect 0 quantize-overwrite -- "$qz" "${qargs[@]}" --output_dir "$tmp/q/nf4" --overwrite "${q[@]}"
+expect 2 quantize-bnb-3bit -- "$qz" "${qargs[@]}" --quantization_bits 3 --output_dir "$tmp/q/x" "${q[@]}"
+expect_grep "$tmp/err" "4 bits (nf4, fp4) or 8 bits" quantize-bnb-3bit-message
+expect 2 quantize-blocksize -- "$qz" "${qargs[@]}" --blocksize 48 --output_dir "$tmp/q/x" "${q[@]}"
+expect 2 quantize-method -- "$qz" "${qargs[@]}" --quantization_method awq --output_dir "$tmp/q/x" "${q[@]}"
+expect 2 quantize-rtn-width -- "$qz" --model_name_or_path "$fx/opt_preln_f32" --quantization_method rtn --group_size 128 --output_dir "$tmp/q/x" "${q[@]}"
+expect 2 quantize-already -- "$qz" --model_name_or_path "$tmp/q/nf4" --output_dir "$tmp/q/x" "${q[@]}"
+expect_grep "$tmp/err" "already quantized" quantize-already-message
+expect 3 quantize-missing -- "$qz" --model_name_or_path "$fx/nope" --output_dir "$tmp/q/x" "${q[@]}"
+if [ -e "$tmp/q/x" ]; then fail=$((fail + 1)); echo "FAIL quantize left a partial output"; else pass=$((pass + 1)); fi
 
 # SIGINT: exit 130, recorded as interrupted.
 python_text="$tmp/big.txt"

@@ -14,7 +14,13 @@
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/zeros.h>
 
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+
 #include <limits>
+
+#include "kernels/kernels.h"
+#include "packed_common.h"
 
 namespace llmc::model {
 
@@ -36,6 +42,21 @@ at::Tensor activate(const at::Tensor& x, const std::string& name) {
   return at::gelu(x, "tanh");  // gelu_new, gelu_pytorch_tanh (validated by OptConfig)
 }
 
+// y = x W^T for float32 W [out, in] (contiguous) and a few rows of x.
+at::Tensor dense_matvec(const at::Tensor& weight, const at::Tensor& x) {
+  const int64_t out = weight.size(0), in = weight.size(1);
+  FlatInput f = flatten_input(x, in, out);
+  at::Tensor w = weight.contiguous();
+  at::Tensor y = at::empty({f.x2.size(0), out}, f.x2.options());
+  const auto& k = kernels::best_kernels();
+  for (int64_t r = 0; r < f.x2.size(0); ++r) {
+    const float* xr = f.x2.data_ptr<float>() + r * in;
+    float* yr = y.data_ptr<float>() + r * out;
+    parallel_rows(out, [&](int64_t a, int64_t b) { k.dot32(w.data_ptr<float>(), a, b, in, xr, yr); });
+  }
+  return y.reshape(f.out_shape);
+}
+
 }  // namespace
 
 LinearImpl::LinearImpl(at::Tensor w, at::Tensor b) {
@@ -48,7 +69,16 @@ LinearImpl::LinearImpl(std::shared_ptr<PackedWeight> p, at::Tensor b) : packed(s
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
-  if (!packed) return at::linear(x, weight, bias);
+  if (!packed) {
+    // Batch-1 decode of float32 weights on the CPU: a streaming matrix-vector kernel reads
+    // the weights at memory speed, where BLAS's small-m path does not.
+    if (weight.device().is_cpu() && weight.scalar_type() == c10::kFloat && x.scalar_type() == c10::kFloat &&
+        x.numel() / x.size(-1) <= 4 && !at::GradMode::is_enabled()) {
+      at::Tensor y = dense_matvec(weight, x);
+      return bias.defined() ? y + bias : y;
+    }
+    return at::linear(x, weight, bias);
+  }
   at::Tensor y = packed->matmul(x);
   return bias.defined() ? y + bias : y;
 }

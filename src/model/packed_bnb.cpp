@@ -97,10 +97,12 @@ at::Tensor bnb_dynamic_map() {
 
 at::Tensor Bnb4Weight::resolved_absmax() const {
   if (!nested) return absmax;
+  if (absmax_cache_.defined()) return absmax_cache_;
   const int64_t nb = qabsmax.numel();
   at::Tensor vals = nested_quant_map.index_select(0, qabsmax.to(c10::kLong));
   at::Tensor scale = nested_absmax.repeat_interleave(256).slice(0, 0, nb);
-  return vals * scale + static_cast<float>(nested_offset);
+  absmax_cache_ = (vals * scale + static_cast<float>(nested_offset)).contiguous();
+  return absmax_cache_;
 }
 
 at::Tensor Bnb4Weight::dequantize() const {
@@ -144,7 +146,8 @@ at::Tensor Bnb4Weight::matmul(const at::Tensor& x) const {
 
 int64_t Bnb4Weight::nbytes() const {
   int64_t n = packed.numel() + 16 * 4;
-  if (nested) n += qabsmax.numel() + nested_absmax.numel() * 4 + nested_quant_map.numel() * 4;
+  if (nested) n += qabsmax.numel() + nested_absmax.numel() * 4 + nested_quant_map.numel() * 4 +
+                qabsmax.numel() * 4;  // + the float32 absmax the kernels use
   else n += absmax.numel() * 4;
   return n;
 }

@@ -14,7 +14,7 @@ class Bnb4Weight : public PackedWeight {
   at::Tensor dequantize() const override;
   int64_t nbytes() const override;
   NamedTensors state_dict(const std::string& prefix) const override;
-  at::Tensor resolved_absmax() const;  // float32 [nblocks]
+  at::Tensor resolved_absmax() const;  // float32 [nblocks], computed once for nested absmax
 
   std::string quant_type;
   int64_t blocksize{64};
@@ -27,6 +27,9 @@ class Bnb4Weight : public PackedWeight {
   at::Tensor nested_absmax;     // float32 [ceil(nblocks/256)]
   at::Tensor nested_quant_map;  // float32 [256]
   float nested_offset{0.0f};
+
+ private:
+  mutable at::Tensor absmax_cache_;  // resolved nested absmax (float32), kept for the kernels
 };
 
 class Int8Weight : public PackedWeight {

@@ -24,11 +24,15 @@ using Dot8Fn = void (*)(const int8_t* cb, const float* scale, int64_t row_begin,
 using Dequant4Fn = void (*)(const uint8_t* packed, const float* absmax, const float* lut, int64_t row_begin,
                             int64_t row_end, int64_t in, int64_t blocksize, float* out);
 
+// float32 rows: y[r] = sum_c w[r, c] * x[c] (matrix-vector products of dense layers).
+using Dot32Fn = void (*)(const float* w, int64_t row_begin, int64_t row_end, int64_t in, const float* x, float* y);
+
 struct KernelSet {
   const char* name;
   Dot4Fn dot4;
   Dot8Fn dot8;
   Dequant4Fn dequant4;
+  Dot32Fn dot32;
 };
 
 const KernelSet& scalar_kernels();

@@ -43,10 +43,19 @@ void dequant4_scalar(const uint8_t* packed, const float* absmax, const float* lu
   }
 }
 
+void dot32_scalar(const float* w, int64_t row_begin, int64_t row_end, int64_t in, const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* row = w + r * in;
+    float acc = 0.0f;
+    for (int64_t c = 0; c < in; ++c) acc += row[c] * x[c];
+    y[r] = acc;
+  }
+}
+
 }  // namespace
 
 const KernelSet& scalar_kernels() {
-  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar};
+  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar, dot32_scalar};
   return set;
 }
 

@@ -93,6 +93,22 @@ __attribute__((target("avx512f"))) void dequant4_avx512(const uint8_t* packed, c
   }
 }
 
+__attribute__((target("avx512f"))) void dot32_avx512(const float* w, int64_t row_begin, int64_t row_end, int64_t in,
+                                                     const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* row = w + r * in;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= in; c += 32) {
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(row + c), _mm512_loadu_ps(x + c), a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(row + c + 16), _mm512_loadu_ps(x + c + 16), a1);
+    }
+    float tail = 0.0f;
+    for (; c < in; ++c) tail += row[c] * x[c];
+    y[r] = hsum512(_mm512_add_ps(a0, a1)) + tail;
+  }
+}
+
 // ---------------------------------------------------------------- AVX2
 
 // 16-entry lookup with 8-lane permutes: pick from the low or high half by bit 3.
@@ -149,6 +165,22 @@ __attribute__((target("avx2,fma"))) void dot8_avx2(const int8_t* cb, const float
   }
 }
 
+__attribute__((target("avx2,fma"))) void dot32_avx2(const float* w, int64_t row_begin, int64_t row_end, int64_t in,
+                                                    const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* row = w + r * in;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= in; c += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + c), _mm256_loadu_ps(x + c), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + c + 8), _mm256_loadu_ps(x + c + 8), a1);
+    }
+    float tail = 0.0f;
+    for (; c < in; ++c) tail += row[c] * x[c];
+    y[r] = hsum256(_mm256_add_ps(a0, a1)) + tail;
+  }
+}
+
 bool cpu_has(const char* feature) {
   __builtin_cpu_init();
   if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
@@ -158,13 +190,13 @@ bool cpu_has(const char* feature) {
 }  // namespace
 
 const KernelSet* avx512_kernels() {
-  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512};
+  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512, dot32_avx512};
   return cpu_has("avx512f") ? &set : nullptr;
 }
 
 const KernelSet* avx2_kernels() {
   // The dequantization of whole tiles is memory-bound; the scalar loop serves AVX2 machines.
-  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4};
+  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4, dot32_avx2};
   return cpu_has("avx2") ? &set : nullptr;
 }
 
