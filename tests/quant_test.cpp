@@ -3,6 +3,8 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/allclose.h>
+#include <ATen/ops/cat.h>
+#include <c10/core/InferenceMode.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
@@ -319,6 +321,23 @@ TEST(Quantize, WritesALoadableModelDirectory) {
   }
   auto lm = model::load_causal_lm(tmp / "nf4", ctx);
   EXPECT_EQ(lm->packed_weights().size(), 12u);
+  {
+    // The float16 embedding / lm_head and the packed linears give the same logits through
+    // the tiled path (full forward) and the matrix-vector path (KV-cache decode), 1e-4.
+    c10::InferenceMode guard;
+    at::Tensor ids = at::tensor(std::vector<int64_t>{464, 2068, 7586, 21831, 18045, 625, 262, 16931}).unsqueeze(0);
+    at::Tensor full = lm->forward(ids, at::ones_like(ids), nullptr);
+    model::KVCache cache;
+    std::vector<at::Tensor> steps;
+    for (int64_t t = 0; t < ids.size(1); ++t) {
+      steps.push_back(lm->forward(ids.slice(1, t, t + 1), at::ones({1, t + 1}, c10::kLong), &cache));
+    }
+    EXPECT_TRUE(at::allclose(at::cat(steps, 1), full, 1e-4, 1e-4));
+    EXPECT_EQ(full.scalar_type(), c10::kFloat);
+    for (const auto& [name, p] : lm->named_parameters()) {
+      if (name == "lm_head.weight") EXPECT_EQ(p.scalar_type(), c10::kHalf);  // kept 16-bit
+    }
+  }
   // Quantizing again is refused; so are bad combinations.
   o.model_name_or_path = tmp / "nf4";
   o.output_dir = tmp / "again";

@@ -39,7 +39,7 @@ class WeightSource {
 
   // The tensor `name`, checked against `shape`, as a contiguous tensor on the run's device
   // and dtype. `why` explains the expected shape in the error.
-  at::Tensor take(const std::string& name, std::vector<int64_t> shape, const std::string& why) {
+  at::Tensor take(const std::string& name, std::vector<int64_t> shape, const std::string& why, bool keep_half = false) {
     auto it = tensors_.find(name);
     if (it == tensors_.end()) throw InputError(dir_ + ": missing tensor '" + name + "'");
     const at::Tensor& t = it->second;
@@ -53,7 +53,8 @@ class WeightSource {
                        shape_str(shape) + " from config.json (" + why + ")");
     }
     used_.insert(name);
-    return t.to(ctx_.device, ctx_.dtype).contiguous().detach();
+    const c10::ScalarType dtype = keep_half && st == c10::kHalf ? c10::kHalf : ctx_.dtype;
+    return t.to(ctx_.device, dtype).contiguous().detach();
   }
 
   bool has_raw(const std::string& name) const { return tensors_.count(name) != 0; }
@@ -189,10 +190,15 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohm
 
   OptDecoderParts parts;
   const std::string d = "model.decoder.";
-  parts.embed_tokens = Embedding(w.take(d + "embed_tokens.weight", {V, E}, vh));
+  // A quantized checkpoint stores the token embedding (= tied lm_head, the largest dense
+  // matrix) in float16; on the CPU with float32 compute it stays float16 in memory and the
+  // kernels convert it exactly on the fly (half the bytes to read per decoded token).
+  const bool keep_half = config_json.contains("quantization_config") && ctx.device.is_cpu() && ctx.dtype == c10::kFloat;
+  parts.embed_tokens = Embedding(w.take(d + "embed_tokens.weight", {V, E}, vh, keep_half), ctx.dtype);
   parts.embed_positions = Embedding(w.take(d + "embed_positions.weight", {c.max_position_embeddings + 2, H},
                                            "max_position_embeddings=" + std::to_string(c.max_position_embeddings) +
-                                               " (+2 offset), " + hs));
+                                               " (+2 offset), " + hs),
+                                    ctx.dtype);
   if (c.has_projections()) {
     parts.project_out = linear(d + "project_out", E, H, false, hs + ", word_embed_proj_dim=" + std::to_string(E));
     parts.project_in = linear(d + "project_in", H, E, false, hs + ", word_embed_proj_dim=" + std::to_string(E));

@@ -42,18 +42,35 @@ at::Tensor activate(const at::Tensor& x, const std::string& name) {
   return at::gelu(x, "tanh");  // gelu_new, gelu_pytorch_tanh (validated by OptConfig)
 }
 
-// y = x W^T for float32 W [out, in] (contiguous) and a few rows of x.
+// y = x W^T for float32 or float16 W [out, in] and a few rows of x (float32).
 at::Tensor dense_matvec(const at::Tensor& weight, const at::Tensor& x) {
   const int64_t out = weight.size(0), in = weight.size(1);
   FlatInput f = flatten_input(x, in, out);
   at::Tensor w = weight.contiguous();
   at::Tensor y = at::empty({f.x2.size(0), out}, f.x2.options());
   const auto& k = kernels::best_kernels();
+  const bool half = w.scalar_type() == c10::kHalf;
   for (int64_t r = 0; r < f.x2.size(0); ++r) {
     const float* xr = f.x2.data_ptr<float>() + r * in;
     float* yr = y.data_ptr<float>() + r * out;
-    parallel_rows(out, [&](int64_t a, int64_t b) { k.dot32(w.data_ptr<float>(), a, b, in, xr, yr); });
+    parallel_rows(out, [&](int64_t a, int64_t b) {
+      if (half) k.dot16(reinterpret_cast<const uint16_t*>(w.data_ptr<c10::Half>()), a, b, in, xr, yr);
+      else k.dot32(w.data_ptr<float>(), a, b, in, xr, yr);
+    });
   }
+  return y.reshape(f.out_shape);
+}
+
+// y = x W^T for longer inputs: float32 W goes to BLAS directly; float16 W tile by tile.
+at::Tensor half_tiled_linear(const at::Tensor& weight, const at::Tensor& x) {
+  if (weight.scalar_type() == c10::kFloat) return at::linear(x, weight);
+  const int64_t out = weight.size(0), in = weight.size(1);
+  FlatInput f = flatten_input(x, in, out);
+  at::Tensor w = weight.contiguous();
+  const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<c10::Half>());
+  at::Tensor y = tiled_matmul(f.x2, out, in, [&](int64_t r0, int64_t r1, float* dst) {
+    for (int64_t i = r0 * in; i < r1 * in; ++i) *dst++ = c10::detail::fp16_ieee_to_fp32_value(wp[i]);
+  });
   return y.reshape(f.out_shape);
 }
 
@@ -70,12 +87,14 @@ LinearImpl::LinearImpl(std::shared_ptr<PackedWeight> p, at::Tensor b) : packed(s
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
   if (!packed) {
-    // Batch-1 decode of float32 weights on the CPU: a streaming matrix-vector kernel reads
-    // the weights at memory speed, where BLAS's small-m path does not.
-    if (weight.device().is_cpu() && weight.scalar_type() == c10::kFloat && x.scalar_type() == c10::kFloat &&
-        x.numel() / x.size(-1) <= 4 && !at::GradMode::is_enabled()) {
-      at::Tensor y = dense_matvec(weight, x);
-      return bias.defined() ? y + bias : y;
+    // Batch-1 decode on the CPU: streaming matrix-vector kernels read the weights at memory
+    // speed, where BLAS's small-m path does not. float16 weights (kept 16-bit in quantized
+    // models) are converted on the fly, also in tiles for longer inputs.
+    const bool cpu_f32 = weight.device().is_cpu() && x.scalar_type() == c10::kFloat && !at::GradMode::is_enabled();
+    const bool half = cpu_f32 && weight.scalar_type() == c10::kHalf;
+    if (cpu_f32 && (weight.scalar_type() == c10::kFloat || half)) {
+      at::Tensor y = x.numel() / x.size(-1) <= 4 ? dense_matvec(weight, x) : half_tiled_linear(weight, x);
+      return bias.defined() ? y + bias.to(y.scalar_type()) : y;
     }
     return at::linear(x, weight, bias);
   }
@@ -83,9 +102,11 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   return bias.defined() ? y + bias : y;
 }
 
-EmbeddingImpl::EmbeddingImpl(at::Tensor w) { weight = register_parameter("weight", std::move(w), false); }
+EmbeddingImpl::EmbeddingImpl(at::Tensor w, c10::ScalarType compute) : compute_dtype(compute) {
+  weight = register_parameter("weight", std::move(w), false);
+}
 
-at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids).to(compute_dtype); }
 
 LayerNormImpl::LayerNormImpl(at::Tensor w, at::Tensor b, int64_t d) : dim(d) {
   if (w.defined()) weight = register_parameter("weight", std::move(w), false);

@@ -27,9 +27,12 @@ TORCH_MODULE(Linear);
 
 class EmbeddingImpl : public torch::nn::Module {
  public:
-  explicit EmbeddingImpl(at::Tensor weight);
+  // The table may be held in a narrower dtype than the compute dtype (float16 in quantized
+  // models); looked-up rows are converted.
+  EmbeddingImpl(at::Tensor weight, c10::ScalarType compute_dtype);
   at::Tensor forward(const at::Tensor& ids);
   at::Tensor weight;
+  c10::ScalarType compute_dtype;
 };
 TORCH_MODULE(Embedding);
 

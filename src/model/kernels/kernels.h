@@ -27,12 +27,16 @@ using Dequant4Fn = void (*)(const uint8_t* packed, const float* absmax, const fl
 // float32 rows: y[r] = sum_c w[r, c] * x[c] (matrix-vector products of dense layers).
 using Dot32Fn = void (*)(const float* w, int64_t row_begin, int64_t row_end, int64_t in, const float* x, float* y);
 
+// float16 rows (IEEE half bits), float32 x: y[r] = sum_c half_to_float(w[r, c]) * x[c].
+using Dot16Fn = void (*)(const uint16_t* w, int64_t row_begin, int64_t row_end, int64_t in, const float* x, float* y);
+
 struct KernelSet {
   const char* name;
   Dot4Fn dot4;
   Dot8Fn dot8;
   Dequant4Fn dequant4;
   Dot32Fn dot32;
+  Dot16Fn dot16;
 };
 
 const KernelSet& scalar_kernels();

@@ -1,3 +1,5 @@
+#include <c10/util/Half.h>
+
 #include "kernels.h"
 
 namespace llmc::model::kernels {
@@ -52,10 +54,19 @@ void dot32_scalar(const float* w, int64_t row_begin, int64_t row_end, int64_t in
   }
 }
 
+void dot16_scalar(const uint16_t* w, int64_t row_begin, int64_t row_end, int64_t in, const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint16_t* row = w + r * in;
+    float acc = 0.0f;
+    for (int64_t c = 0; c < in; ++c) acc += c10::detail::fp16_ieee_to_fp32_value(row[c]) * x[c];
+    y[r] = acc;
+  }
+}
+
 }  // namespace
 
 const KernelSet& scalar_kernels() {
-  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar, dot32_scalar};
+  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar, dot32_scalar, dot16_scalar};
   return set;
 }
 

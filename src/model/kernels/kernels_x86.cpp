@@ -1,5 +1,7 @@
 // AVX2 and AVX-512 variants, compiled with function-level target attributes so the library
 // runs on any x86-64 CPU; best_kernels() picks one at run time.
+#include <c10/util/Half.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -109,6 +111,24 @@ __attribute__((target("avx512f"))) void dot32_avx512(const float* w, int64_t row
   }
 }
 
+__attribute__((target("avx512f"))) void dot16_avx512(const uint16_t* w, int64_t row_begin, int64_t row_end, int64_t in,
+                                                     const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint16_t* row = w + r * in;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= in; c += 32) {
+      const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c)));
+      const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 16)));
+      a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + c), a0);
+      a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + c + 16), a1);
+    }
+    float tail = 0.0f;
+    for (; c < in; ++c) tail += c10::detail::fp16_ieee_to_fp32_value(row[c]) * x[c];
+    y[r] = hsum512(_mm512_add_ps(a0, a1)) + tail;
+  }
+}
+
 // ---------------------------------------------------------------- AVX2
 
 // 16-entry lookup with 8-lane permutes: pick from the low or high half by bit 3.
@@ -181,22 +201,40 @@ __attribute__((target("avx2,fma"))) void dot32_avx2(const float* w, int64_t row_
   }
 }
 
+__attribute__((target("avx2,fma,f16c"))) void dot16_avx2(const uint16_t* w, int64_t row_begin, int64_t row_end,
+                                                         int64_t in, const float* x, float* y) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint16_t* row = w + r * in;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= in; c += 16) {
+      const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c)));
+      const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c + 8)));
+      a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + c), a0);
+      a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + c + 8), a1);
+    }
+    float tail = 0.0f;
+    for (; c < in; ++c) tail += c10::detail::fp16_ieee_to_fp32_value(row[c]) * x[c];
+    y[r] = hsum256(_mm256_add_ps(a0, a1)) + tail;
+  }
+}
+
 bool cpu_has(const char* feature) {
   __builtin_cpu_init();
   if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
 }  // namespace
 
 const KernelSet* avx512_kernels() {
-  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512, dot32_avx512};
+  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512, dot32_avx512, dot16_avx512};
   return cpu_has("avx512f") ? &set : nullptr;
 }
 
 const KernelSet* avx2_kernels() {
   // The dequantization of whole tiles is memory-bound; the scalar loop serves AVX2 machines.
-  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4, dot32_avx2};
+  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4, dot32_avx2, dot16_avx2};
   return cpu_has("avx2") ? &set : nullptr;
 }
 
