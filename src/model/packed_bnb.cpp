@@ -106,6 +106,17 @@ at::Tensor Bnb4Weight::resolved_absmax() const {
 }
 
 at::Tensor Bnb4Weight::dequantize() const {
+  if (packed.device().is_cpu()) {
+    at::Tensor result = at::empty({out, in}, at::TensorOptions().dtype(c10::kFloat));
+    const at::Tensor am = resolved_absmax().contiguous();
+    const std::vector<float> lut = bnb4_code_table(quant_type);
+    const auto& k = kernels::best_kernels();
+    float* dst = result.data_ptr<float>();
+    parallel_rows(out, [&](int64_t a, int64_t b) {
+      k.dequant4(packed.data_ptr<uint8_t>(), am.data_ptr<float>(), lut.data(), a, b, in, blocksize, dst + a * in);
+    });
+    return result;
+  }
   const int64_t n = out * in;
   at::Tensor bytes = packed.reshape(-1).to(c10::kLong);
   at::Tensor codes = at::stack({bytes.__rshift__(4), bytes.bitwise_and(15)}, 1).reshape(-1).slice(0, 0, n);
@@ -169,6 +180,15 @@ NamedTensors Bnb4Weight::state_dict(const std::string& prefix) const {
   return out_t;
 }
 
+std::unique_ptr<PackedWeight> Bnb4Weight::requantize(const at::Tensor& weight) const {
+  Bnb4Options o;
+  o.quant_type = quant_type;
+  o.blocksize = blocksize;
+  o.double_quant = nested;
+  o.dtype = dtype;
+  return quantize_bnb4(weight, o);
+}
+
 std::unique_ptr<PackedWeight> quantize_bnb4(const at::Tensor& weight, const Bnb4Options& o) {
   if (o.blocksize < 32 || o.blocksize > 4096 || (o.blocksize & (o.blocksize - 1)) != 0) {
     throw UsageError("--blocksize must be a power of two from 32 to 4096, found " + std::to_string(o.blocksize));
@@ -183,18 +203,29 @@ std::unique_ptr<PackedWeight> quantize_bnb4(const at::Tensor& weight, const Bnb4
   w->in = weight.size(1);
   const int64_t n = w->out * w->in;
   const int64_t nb = (n + o.blocksize - 1) / o.blocksize;
-  at::Tensor flat = weight.detach().to(c10::kCPU, c10::kFloat).reshape(-1);
-  if (nb * o.blocksize != n) flat = at::cat({flat, at::zeros({nb * o.blocksize - n}, flat.options())});
-  at::Tensor blocks = flat.view({nb, o.blocksize});
-  at::Tensor absmax = std::get<0>(blocks.abs().max(1));
-  at::Tensor scaled = at::clamp(blocks * (1.0 / absmax).unsqueeze(1), -1.0, 1.0);
+  at::Tensor flat = weight.detach().to(c10::kCPU).reshape(-1);
+  at::Tensor absmax = at::empty({nb}, at::TensorOptions().dtype(c10::kFloat));
+  w->packed = at::empty({(n + 1) / 2, 1}, at::TensorOptions().dtype(c10::kByte));
+  const at::Tensor table_t = f32(table);
   // An all-zero block (absmax 0) gives NaN: store the code of 0.
   const int64_t zero_code = o.quant_type == "nf4" ? 7 : 0;
-  at::Tensor codes = o.quant_type == "nf4" ? nearest_sorted(scaled, f32(table)) : fp4_codes(scaled);
-  codes = at::where(scaled.isnan(), at::tensor(zero_code), codes).reshape(-1).slice(0, 0, n);
-  if (n % 2 != 0) codes = at::cat({codes, at::zeros({1}, codes.options())});
-  at::Tensor pairs = codes.view({-1, 2});
-  w->packed = (pairs.select(1, 0).__lshift__(4) + pairs.select(1, 1)).to(c10::kByte).reshape({-1, 1}).contiguous();
+  // Chunks of whole blocks (an even number of elements) bound the temporaries.
+  const int64_t chunk_blocks = std::max<int64_t>(2, ((1 << 20) / o.blocksize) / 2 * 2);
+  for (int64_t b0 = 0; b0 < nb; b0 += chunk_blocks) {
+    const int64_t b1 = std::min(nb, b0 + chunk_blocks);
+    const int64_t e0 = b0 * o.blocksize, e1 = std::min(n, b1 * o.blocksize);
+    at::Tensor x = flat.slice(0, e0, e1).to(c10::kFloat);
+    if (x.numel() != (b1 - b0) * o.blocksize) x = at::cat({x, at::zeros({(b1 - b0) * o.blocksize - x.numel()}, x.options())});
+    at::Tensor blocks = x.view({b1 - b0, o.blocksize});
+    at::Tensor am = std::get<0>(blocks.abs().max(1));
+    absmax.slice(0, b0, b1).copy_(am);
+    at::Tensor scaled = at::clamp(blocks * (1.0 / am).unsqueeze(1), -1.0, 1.0);
+    at::Tensor codes = o.quant_type == "nf4" ? nearest_sorted(scaled, table_t) : fp4_codes(scaled);
+    codes = at::where(scaled.isnan(), at::tensor(zero_code), codes).reshape(-1).slice(0, 0, e1 - e0);
+    if (codes.numel() % 2 != 0) codes = at::cat({codes, at::zeros({1}, codes.options())});
+    at::Tensor pairs = codes.view({-1, 2});
+    w->packed.slice(0, e0 / 2, e0 / 2 + pairs.size(0)).view(-1).copy_(pairs.select(1, 0).__lshift__(4) + pairs.select(1, 1));
+  }
   if (o.double_quant) {
     w->nested = true;
     const at::Tensor offset = absmax.mean();

@@ -14,6 +14,7 @@ class Bnb4Weight : public PackedWeight {
   at::Tensor dequantize() const override;
   int64_t nbytes() const override;
   NamedTensors state_dict(const std::string& prefix) const override;
+  std::unique_ptr<PackedWeight> requantize(const at::Tensor& weight) const override;
   at::Tensor resolved_absmax() const;  // float32 [nblocks], computed once for nested absmax
 
   std::string quant_type;
@@ -41,6 +42,7 @@ class Int8Weight : public PackedWeight {
   at::Tensor dequantize() const override;
   int64_t nbytes() const override { return cb.numel() + scb.numel() * 4; }
   NamedTensors state_dict(const std::string& prefix) const override;
+  std::unique_ptr<PackedWeight> requantize(const at::Tensor& weight) const override { return quantize_int8(weight); }
 
   int64_t out{0}, in{0};
   at::Tensor cb;   // int8 [out, in]
@@ -56,6 +58,10 @@ class GptqWeight : public PackedWeight {
   at::Tensor dequantize() const override;
   int64_t nbytes() const override { return qweight.numel() * 4 + qzeros.numel() * 4 + scales.numel() * 2 + g_idx.numel() * 4; }
   NamedTensors state_dict(const std::string& prefix) const override;
+  // Symmetric RTN with the same bits and group size (contiguous groups).
+  std::unique_ptr<PackedWeight> requantize(const at::Tensor& weight) const override {
+    return quantize_rtn_gptq(weight, {bits, group_size == in ? -1 : group_size});
+  }
   at::Tensor codes() const;  // int64 [in, out], unpacked
 
   int64_t bits{4}, group_size{128};

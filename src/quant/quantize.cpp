@@ -7,6 +7,8 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <malloc.h>
+
 #include <regex>
 
 #include "llmc/core/error.h"
@@ -94,6 +96,10 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
 
   io::AtomicOutputDir out(o.output_dir, o.overwrite);
   at::NoGradGuard no_grad;
+  // Per-layer temporaries are large and short-lived: have glibc map them separately so that
+  // freeing returns them to the system (its adaptive threshold would otherwise keep them in
+  // the heap, and the peak resident size would grow layer after layer).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   // Zero-copy views on the memory-mapped input files; each is read, used and released.
   io::StateDict input = io::load_weights(dir);
   io::SafetensorsStreamWriter writer((fs::path(out.staging()) / ".spill.tmp").string());

@@ -33,6 +33,9 @@ class PackedWeight {
   // The tensors a Hugging Face checkpoint holds for this weight under `prefix` (e.g.
   // "model.decoder.layers.0.fc1."), bias excluded.
   virtual NamedTensors state_dict(const std::string& prefix) const = 0;
+  // Packs `weight` (float [out, in]) with this weight's settings (format, block/group size,
+  // double quantization): what prune uses to edit a quantized model.
+  virtual std::unique_ptr<PackedWeight> requantize(const at::Tensor& weight) const = 0;
   // Bits per weight of the packed form (codes plus scales), for metrics.
   double bits_per_weight() const { return 8.0 * static_cast<double>(nbytes()) / static_cast<double>(out_features() * in_features()); }
 };
