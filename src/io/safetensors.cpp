@@ -76,12 +76,6 @@ uint64_t read_u64_le(const uint8_t* p) {
   return v;
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 SafetensorsEntry parse_entry(const std::string& path, const std::string& name, const nlohmann::json& v) {
   auto bad = [&](const std::string& why) {
     return InputError(path + ": tensor '" + name + "': " + why);

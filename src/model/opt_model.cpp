@@ -8,6 +8,7 @@
 #include <set>
 
 #include "llmc/core/error.h"
+#include "llmc/io/state_dict.h"
 #include "llmc/core/logging.h"
 #include "llmc/io/hf_model_dir.h"
 #include "opt_factory.h"
@@ -16,12 +17,6 @@
 namespace llmc::model {
 
 namespace {
-
-std::string shape_str(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
 
 // Hugging Face key forms: model.decoder.*, decoder.* (opt-350m, 6.7b+), lm_head.weight.
 std::string canonical_key(const std::string& key) {
@@ -49,8 +44,8 @@ class WeightSource {
                        ", expected float32, float16 or bfloat16");
     }
     if (t.sizes() != at::IntArrayRef(shape)) {
-      throw InputError(dir_ + ": tensor '" + name + "' has shape " + shape_str(t.sizes()) + ", expected " +
-                       shape_str(shape) + " from config.json (" + why + ")");
+      throw InputError(dir_ + ": tensor '" + name + "' has shape " + io::shape_string(t.sizes()) + ", expected " +
+                       io::shape_string(shape) + " from config.json (" + why + ")");
     }
     used_.insert(name);
     const c10::ScalarType dtype = keep_half && st == c10::kHalf ? c10::kHalf : ctx_.dtype;
@@ -98,7 +93,7 @@ class OptCausalLM : public CausalLM {
     if (input_ids.dim() != 2 || attention_mask.dim() != 2 || attention_mask.size(0) != input_ids.size(0) ||
         attention_mask.size(1) != past + input_ids.size(1)) {
       throw UsageError("forward: expected input_ids [B, T] and attention_mask [B, past + T]; got " +
-                       shape_str(input_ids.sizes()) + " and " + shape_str(attention_mask.sizes()) + " with past " +
+                       io::shape_string(input_ids.sizes()) + " and " + io::shape_string(attention_mask.sizes()) + " with past " +
                        std::to_string(past));
     }
     if (past + input_ids.size(1) > config_.max_position_embeddings) {

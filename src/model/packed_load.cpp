@@ -4,21 +4,16 @@
 #include <numeric>
 
 #include "llmc/core/error.h"
+#include "llmc/io/state_dict.h"
 #include "packed_formats.h"
 
 namespace llmc::model {
 
 namespace {
 
-std::string shape_str(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 void expect_numel(const at::Tensor& t, int64_t n, const std::string& name) {
   if (t.numel() != n) {
-    throw InputError("tensor '" + name + "' has " + std::to_string(t.numel()) + " elements " + shape_str(t.sizes()) +
+    throw InputError("tensor '" + name + "' has " + std::to_string(t.numel()) + " elements " + io::shape_string(t.sizes()) +
                      ", expected " + std::to_string(n));
   }
 }
@@ -51,8 +46,8 @@ std::unique_ptr<PackedWeight> load_bnb4(const std::string& p, const std::string&
     w->dtype = j.value("dtype", std::string("float16"));
     const auto shape = j.at("shape").get<std::vector<int64_t>>();
     if (shape != std::vector<int64_t>{out, in}) {
-      throw InputError("tensor '" + state_name + "' describes shape " + shape_str(shape) + ", expected " +
-                       shape_str({out, in}) + " from config.json");
+      throw InputError("tensor '" + state_name + "' describes shape " + io::shape_string(shape) + ", expected " +
+                       io::shape_string({out, in}) + " from config.json");
     }
     w->nested = j.contains("nested_offset");
     if (w->nested) w->nested_offset = j.at("nested_offset").get<float>();
@@ -103,7 +98,7 @@ std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std
     w->cb = take(p + "weight").contiguous();
     expect_dtype(w->cb, c10::kChar, p + "weight");
     if (w->cb.sizes() != at::IntArrayRef({out, in})) {
-      throw InputError("tensor '" + p + "weight' has shape " + shape_str(w->cb.sizes()) + ", expected " + shape_str({out, in}));
+      throw InputError("tensor '" + p + "weight' has shape " + io::shape_string(w->cb.sizes()) + ", expected " + io::shape_string({out, in}));
     }
     w->scb = take(p + "SCB").to(c10::kFloat).contiguous();
     expect_numel(w->scb, out, p + "SCB");
@@ -126,7 +121,7 @@ std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std
     expect_dtype(w->qweight, c10::kInt, p + "qweight");
     expect_dtype(w->qzeros, c10::kInt, p + "qzeros");
     if (w->qweight.dim() != 2 || w->qweight.size(1) != out || (w->qweight.size(0) * 32) % in != 0) {
-      throw InputError("tensor '" + p + "qweight' has shape " + shape_str(w->qweight.sizes()) + ", expected [in*bits/32, " +
+      throw InputError("tensor '" + p + "qweight' has shape " + io::shape_string(w->qweight.sizes()) + ", expected [in*bits/32, " +
                        std::to_string(out) + "]");
     }
     w->bits = w->qweight.size(0) * 32 / in;
@@ -134,7 +129,7 @@ std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std
       throw InputError("tensor '" + p + "qweight' implies " + std::to_string(w->bits) + "-bit codes (2, 3, 4 or 8 supported)");
     }
     if (w->scales.dim() != 2 || w->scales.size(1) != out || in % w->scales.size(0) != 0) {
-      throw InputError("tensor '" + p + "scales' has shape " + shape_str(w->scales.sizes()));
+      throw InputError("tensor '" + p + "scales' has shape " + io::shape_string(w->scales.sizes()));
     }
     w->group_size = in / w->scales.size(0);
     if (!w->g_idx.defined()) {
@@ -148,7 +143,7 @@ std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std
     }
     const int64_t group = 32 / std::gcd<int64_t>(32, w->bits);
     if (w->qzeros.dim() != 2 || w->qzeros.size(0) != w->scales.size(0) || w->qzeros.size(1) != out / group * (group * w->bits / 32)) {
-      throw InputError("tensor '" + p + "qzeros' has shape " + shape_str(w->qzeros.sizes()));
+      throw InputError("tensor '" + p + "qzeros' has shape " + io::shape_string(w->qzeros.sizes()));
     }
     return w;
   }

@@ -14,4 +14,7 @@ using StateDict = std::map<std::string, at::Tensor>;
 // Bytes of a tensor's elements (numel * element size).
 uint64_t tensor_nbytes(const at::Tensor& t);
 
+// "[768, 3072]": a shape as error messages print it.
+std::string shape_string(at::IntArrayRef shape);
+
 }  // namespace llmc::io
