@@ -135,6 +135,20 @@ expect_grep "$tmp/err" "already quantized" quantize-already-message
 expect 3 quantize-missing -- "$qz" --model_name_or_path "$fx/nope" --output_dir "$tmp/q/x" "${q[@]}"
 if [ -e "$tmp/q/x" ]; then fail=$((fail + 1)); echo "FAIL quantize left a partial output"; else pass=$((pass + 1)); fi
 
+# prune: the quick start's second step, on the quantized output of the first.
+pr="$bin/prune"
+expect 0 prune-quickstart -- "$pr" --model_path "$tmp/q/nf4" --output_dir "$tmp/p/pruned" --pruning_ratio 0.2 --pruning_method magnitude "${q[@]}"
+expect_grep "$tmp/p/pruned/config.json" '"ffn_dim": 48' prune-ffn-dim
+expect_grep "$tmp/p/pruned/config.json" '"quant_method": "bitsandbytes"' prune-keeps-format
+expect_grep "$tmp/p/pruned/metrics.json" '"tool": "prune"' prune-metrics
+expect 0 evaluate-pruned -- "$ev" --model_name_or_path "$tmp/p/pruned" --eval_file "$fx/eval.txt" "${q[@]}"
+expect 0 prune-unstructured-eval -- "$pr" --model_path "$m" --output_dir "$tmp/p/u" --pruning_type unstructured --pruning_ratio 0.5 --eval_file "$fx/eval.txt" --json "${q[@]}"
+expect_grep "$tmp/out" '"perplexity_after"' prune-perplexity-after
+expect 2 prune-ratio -- "$pr" --model_path "$m" --output_dir "$tmp/p/x" --pruning_ratio 1.2 "${q[@]}"
+expect 2 prune-pattern -- "$pr" --model_path "$m" --output_dir "$tmp/p/x" --pruning_type semi_structured --sparsity_pattern 4:4 "${q[@]}"
+expect 2 prune-method -- "$pr" --model_path "$m" --output_dir "$tmp/p/x" --pruning_ratio 0.2 --pruning_method wanda "${q[@]}"
+expect 3 prune-missing -- "$pr" --model_path "$fx/nope" --output_dir "$tmp/p/x" --pruning_ratio 0.2 "${q[@]}"
+
 # SIGINT: exit 130, recorded as interrupted.
 python_text="$tmp/big.txt"
 for i in $(seq 1 4000); do echo "The quick brown fox jumps over the lazy dog, again and again, number $i."; done >"$python_text"

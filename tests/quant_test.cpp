@@ -323,6 +323,7 @@ TEST(Quantize, WritesALoadableModelDirectory) {
   for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json", "generation_config.json", "metrics.json"}) {
     EXPECT_TRUE(std::filesystem::exists(tmp / (std::string("nf4/") + f))) << f;
   }
+  EXPECT_FALSE(std::filesystem::exists(tmp / "nf4/.spill.tmp"));  // only model files
   auto lm = model::load_causal_lm(tmp / "nf4", ctx);
   EXPECT_EQ(lm->packed_weights().size(), 12u);
   {

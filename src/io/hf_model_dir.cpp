@@ -124,6 +124,18 @@ StateDict load_weights(const std::string& dir) {
   return out;
 }
 
+void copy_model_side_files(const std::string& from_dir, const std::string& to_dir) {
+  static const char* kFiles[] = {"tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                                 "tokenizer.json",        "tokenizer.model",         "added_tokens.json",
+                                 "generation_config.json"};
+  for (const char* f : kFiles) {
+    std::error_code ec;
+    if (!fs::exists(fs::path(from_dir) / f, ec)) continue;
+    fs::copy_file(fs::path(from_dir) / f, fs::path(to_dir) / f, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw ResourceError(std::string("cannot copy ") + f + " into " + to_dir + ": " + ec.message());
+  }
+}
+
 uint64_t directory_size_bytes(const std::string& dir, const std::vector<std::string>& exclude) {
   uint64_t total = 0;
   std::error_code ec;

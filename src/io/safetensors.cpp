@@ -299,8 +299,10 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(std::string spill_path) : spill
 }
 
 SafetensorsStreamWriter::~SafetensorsStreamWriter() {
-  if (fd_ >= 0) ::close(fd_);
-  ::unlink(spill_path_.c_str());
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(spill_path_.c_str());
+  }
 }
 
 namespace {
@@ -318,6 +320,7 @@ void write_all(int fd, const char* p, uint64_t n, const std::string& path) {
 }  // namespace
 
 void SafetensorsStreamWriter::add(const std::string& name, const at::Tensor& tensor) {
+  if (fd_ < 0) throw Error("SafetensorsStreamWriter::add after finish");
   at::Tensor c = tensor.device().is_cpu() ? tensor.contiguous() : tensor.to(c10::kCPU).contiguous();
   Item item{name, safetensors_dtype(c.scalar_type()), c.sizes().vec(), offset_, tensor_nbytes(c)};
   write_all(fd_, static_cast<const char*>(c.data_ptr()), item.nbytes, spill_path_);
@@ -391,6 +394,9 @@ std::vector<std::string> SafetensorsStreamWriter::finish(const std::string& dir,
     if (!out) throw ResourceError(index_path + ": write failed");
     names.emplace_back("model.safetensors.index.json");
   }
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(spill_path_.c_str());  // the output directory holds only the model files
   return names;
 }
 

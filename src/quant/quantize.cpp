@@ -44,10 +44,6 @@ bool skipped_by_user(const std::string& module, const std::vector<std::string>& 
   return false;
 }
 
-const char* kCopiedFiles[] = {"tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                              "tokenizer.json",        "tokenizer.model",         "added_tokens.json",
-                              "generation_config.json"};
-
 struct SizeTally {
   int64_t num_parameters{0};
   int64_t memory_bytes{0};
@@ -170,11 +166,7 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
   for (const auto& [name, content] : method.extra_files(o, o.model_name_or_path)) {
     io::write_file_atomic((fs::path(out.staging()) / name).string(), content.dump(2) + "\n");
   }
-  for (const char* f : kCopiedFiles) {
-    std::error_code ec;
-    if (fs::exists(fs::path(dir) / f, ec)) fs::copy_file(fs::path(dir) / f, fs::path(out.staging()) / f, ec);
-    if (ec) throw ResourceError(std::string("cannot copy ") + f + ": " + ec.message());
-  }
+  io::copy_model_side_files(dir, out.staging());
 
   nlohmann::json m = nlohmann::json::object();
   m["input"] = in_tally.block(dir);

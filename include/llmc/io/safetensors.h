@@ -78,7 +78,7 @@ class SafetensorsStreamWriter {
 
   void add(const std::string& name, const at::Tensor& tensor);
   uint64_t bytes() const { return offset_; }
-  // Returns the file names written into dir.
+  // Returns the file names written into dir; removes the spill file.
   std::vector<std::string> finish(const std::string& dir, uint64_t max_shard_bytes);
 
  private:

@@ -1,0 +1,328 @@
+#include "llmc/prune/prune.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/rand.h>
+#include <ATen/ops/tensor.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <set>
+
+#include "llmc/core/error.h"
+#include "llmc/core/logging.h"
+#include "llmc/core/progress.h"
+#include "llmc/core/registry.h"
+#include "llmc/eval/perplexity.h"
+#include "llmc/eval/evaluate.h"
+#include "llmc/io/atomic_dir.h"
+#include "llmc/io/hf_model_dir.h"
+#include "llmc/io/json_file.h"
+#include "llmc/io/safetensors.h"
+#include "llmc/model/causal_lm.h"
+#include "llmc/model/opt_config.h"
+#include "llmc/model/packed_weight.h"
+#include "llmc/prune/masks.h"
+#include "llmc/tokenizer/tokenizer.h"
+
+namespace llmc::prune {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---------------------------------------------------------------- methods (a registry)
+
+struct Method {
+  // Importance of each weight of a Linear ([out, in]).
+  std::function<at::Tensor(const at::Tensor& w, at::Generator& gen)> weight_scores;
+  // Importance of each FFN neuron j from fc1 row j (+ bias j) and fc2 column j.
+  std::function<at::Tensor(const at::Tensor& fc1_w, const at::Tensor& fc1_b, const at::Tensor& fc2_w, at::Generator& gen)>
+      neuron_scores;
+};
+
+at::Tensor random_like(const at::Tensor& t, at::Generator& gen) { return at::rand(t.sizes(), gen, t.options()); }
+
+const Registry<Method>& method_registry() {
+  static const Registry<Method> registry = [] {
+    Registry<Method> r("pruning method");
+    r.add("magnitude", Method{[](const at::Tensor& w, at::Generator&) { return w.abs(); },
+                              [](const at::Tensor& f1, const at::Tensor& b1, const at::Tensor& f2, at::Generator&) {
+                                at::Tensor sq = f1.pow(2).sum(1) + f2.pow(2).sum(0);
+                                if (b1.defined()) sq = sq + b1.pow(2);
+                                return sq.sqrt();  // L2 norm of the neuron's weights
+                              }});
+    r.add("random", Method{[](const at::Tensor& w, at::Generator& gen) { return random_like(w, gen); },
+                           [](const at::Tensor& f1, const at::Tensor&, const at::Tensor&, at::Generator& gen) {
+                             return at::rand({f1.size(0)}, gen, f1.options());
+                           }});
+    return r;
+  }();
+  return registry;
+}
+
+std::pair<int64_t, int64_t> parse_pattern(const std::string& p) {
+  const auto colon = p.find(':');
+  try {
+    if (colon != std::string::npos) {
+      const int64_t n = std::stoll(p.substr(0, colon)), m = std::stoll(p.substr(colon + 1));
+      if (n >= 1 && m >= 2 && n < m && m <= 64) return {n, m};
+    }
+  } catch (const std::exception&) {
+  }
+  throw UsageError("--sparsity_pattern: expected N:M with 1 <= N < M (e.g. 2:4, 4:8), found '" + p + "'");
+}
+
+// A decoder-layer Linear as read from the checkpoint: dense float32 weight plus, for a
+// quantized input, the packed form whose settings the output keeps.
+struct LinearSlot {
+  std::string prefix;  // "model.decoder.layers.3.fc1."
+  at::Tensor weight;   // float32 [out, in]
+  std::shared_ptr<model::PackedWeight> packed;
+  c10::ScalarType dense_dtype{c10::kHalf};
+};
+
+const char* kLinears[] = {"self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "fc1", "fc2"};
+
+std::string canonical(const std::string& key) { return key.rfind("decoder.", 0) == 0 ? "model." + key : key; }
+
+bool belongs_to_linear(const std::string& key, const std::string& prefix) {
+  if (key.rfind(prefix, 0) != 0) return false;
+  const std::string rest = key.substr(prefix.size());
+  return rest != "bias";  // the weight and every packed piece (absmax, SCB, qweight, ...)
+}
+
+int64_t nonzeros(const at::Tensor& t) { return (t != 0).sum().item<int64_t>(); }
+
+double perplexity_of(const std::string& dir, const std::string& eval_file, int64_t max_length, const RunContext& ctx) {
+  const std::string text = eval::read_eval_text(eval_file);
+  auto lm = model::load_causal_lm(dir, ctx);
+  auto tok = tokenizer::load_tokenizer(dir);
+  return eval::perplexity(*lm, tok->encode(text, true), max_length, 1, ctx).perplexity;
+}
+
+}  // namespace
+
+std::vector<std::string> pruning_methods() { return method_registry().names(); }
+
+void validate(const PruneOptions& o) {
+  if (o.model_path.empty()) throw UsageError("--model_path is required");
+  if (o.output_dir.empty()) throw UsageError("--output_dir is required");
+  method_registry().get(o.pruning_method);
+  if (o.pruning_type != "structured" && o.pruning_type != "unstructured" && o.pruning_type != "semi_structured") {
+    throw UsageError("--pruning_type: expected structured, unstructured or semi_structured, found '" + o.pruning_type + "'");
+  }
+  if (o.pruning_type == "semi_structured") {
+    parse_pattern(o.sparsity_pattern);
+  } else if (!(o.pruning_ratio > 0.0 && o.pruning_ratio < 1.0)) {
+    throw UsageError("--pruning_ratio must be in (0, 1), found " + std::to_string(o.pruning_ratio));
+  }
+  if (o.scope != "layer" && o.scope != "global") throw UsageError("--scope: expected layer or global, found '" + o.scope + "'");
+  if (o.scope == "global" && o.pruning_type != "unstructured") {
+    throw UsageError("--scope global applies to unstructured pruning only (structured removes the same count per layer; "
+                     "N:M is per group)");
+  }
+  if (o.pruning_type == "structured" && o.structure != "ffn") {
+    throw UsageError("--structure: only ffn (whole FFN neurons) is available in this version, found '" + o.structure +
+                     "'; hidden-width pruning is not implemented yet, and removing attention heads cannot be expressed in "
+                     "transformers' OPT");
+  }
+  io::parse_byte_size(o.max_shard_size);
+}
+
+nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
+                         const std::function<nlohmann::json(const nlohmann::json&)>& decorate) {
+  validate(o);
+  const Method& method = method_registry().get(o.pruning_method);
+  const std::string dir = io::resolve_model_dir(o.model_path, o.revision);
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  nlohmann::json config = io::read_json_file(config_path);
+  const model::OptConfig cfg = model::OptConfig::from_json(config, config_path);
+  if (config.value("model_type", std::string()) != "opt") throw InputError(config_path + ": unsupported model_type (supported: opt)");
+  if (!o.eval_file.empty()) eval::read_eval_text(o.eval_file);  // fail early on a bad eval file
+
+  io::AtomicOutputDir out(o.output_dir, o.overwrite);
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(ctx.seed);
+  io::StateDict raw;
+  for (auto& [k, v] : io::load_weights(dir)) raw[canonical(k)] = v;
+  auto has = [&](const std::string& n) { return raw.count(n) != 0; };
+  auto take = [&](const std::string& n) {
+    auto it = raw.find(n);
+    if (it == raw.end()) throw InputError(dir + ": missing tensor '" + n + "'");
+    return it->second;
+  };
+
+  // Every decoder-layer Linear, dense float32.
+  std::vector<LinearSlot> slots;
+  const int64_t H = cfg.hidden_size, F = cfg.ffn_dim;
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    for (const char* name : kLinears) {
+      LinearSlot s;
+      s.prefix = "model.decoder.layers." + std::to_string(i) + "." + name + ".";
+      const std::string n(name);
+      const int64_t rows = n == "fc1" ? F : H, cols = n == "fc2" ? F : H;
+      s.packed = model::load_packed_weight(s.prefix, has, take, rows, cols);
+      if (s.packed) {
+        s.weight = s.packed->dequantize();
+      } else {
+        at::Tensor w = take(s.prefix + "weight");
+        if (w.sizes() != at::IntArrayRef({rows, cols})) {
+          throw InputError(dir + ": tensor '" + s.prefix + "weight' has shape " + io::shape_string(w.sizes()) +
+                           ", expected " + io::shape_string({rows, cols}));
+        }
+        s.dense_dtype = w.scalar_type();
+        s.weight = w.to(c10::kFloat).clone();
+      }
+      slots.push_back(std::move(s));
+    }
+  }
+
+  int64_t params_before = 0, nonzero_before = 0;
+  for (const auto& [k, v] : raw) {
+    if (k == "lm_head.weight" && cfg.tie_word_embeddings) continue;
+    bool linear_piece = false;
+    for (const auto& s : slots) linear_piece = linear_piece || belongs_to_linear(k, s.prefix);
+    if (!linear_piece) {
+      params_before += v.numel();
+      nonzero_before += nonzeros(v);
+    }
+  }
+  for (const auto& s : slots) {
+    params_before += s.weight.numel();
+    nonzero_before += nonzeros(s.weight);
+  }
+
+  // Decide and apply.
+  nlohmann::json per_linear = nlohmann::json::object();
+  std::map<std::string, at::Tensor> narrowed;  // structured: replaced non-linear tensors (fc1 bias)
+  int64_t kept_neurons = F;
+  double requested = o.pruning_ratio;
+  if (o.pruning_type == "unstructured") {
+    std::vector<at::Tensor> scores;
+    for (auto& s : slots) scores.push_back(method.weight_scores(s.weight, gen));
+    std::vector<at::Tensor> masks;
+    if (o.scope == "global") {
+      masks = global_lowest_fraction_masks(scores, o.pruning_ratio);
+    } else {
+      for (const auto& sc : scores) masks.push_back(lowest_fraction_mask(sc, o.pruning_ratio));
+    }
+    for (size_t i = 0; i < slots.size(); ++i) slots[i].weight.mul_(masks[i]);
+  } else if (o.pruning_type == "semi_structured") {
+    const auto [n, m] = parse_pattern(o.sparsity_pattern);
+    requested = 1.0 - static_cast<double>(n) / static_cast<double>(m);
+    for (auto& s : slots) {
+      if (s.weight.size(1) % m != 0) {
+        throw UsageError("N:M pattern " + o.sparsity_pattern + " needs input widths divisible by " + std::to_string(m) +
+                         "; '" + s.prefix + "weight' has " + std::to_string(s.weight.size(1)));
+      }
+      s.weight.mul_(n_of_m_mask(method.weight_scores(s.weight, gen), n, m));
+    }
+  } else {
+    // Whole FFN neurons, the same count in every layer, rounded down to keep packed formats
+    // aligned (8; 32 for 3-bit rtn; a multiple of the rtn group size).
+    int64_t align = 8;
+    for (const auto& s : slots) {
+      if (s.packed && s.packed->format() == "gptq") {
+        const nlohmann::json qc = config.value("quantization_config", nlohmann::json::object());
+        const int64_t bits = qc.value("bits", 4), group = qc.value("group_size", 128);
+        align = std::lcm(align, bits == 3 ? int64_t{32} : int64_t{8});
+        if (group > 0) align = std::lcm(align, group);
+        break;
+      }
+    }
+    kept_neurons = static_cast<int64_t>(std::floor(static_cast<double>(F) * (1.0 - o.pruning_ratio) / align)) * align;
+    if (kept_neurons < align) {
+      throw UsageError("--pruning_ratio " + std::to_string(o.pruning_ratio) + " would leave fewer than " +
+                       std::to_string(align) + " FFN neurons per layer (ffn_dim " + std::to_string(F) + ")");
+    }
+    for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+      LinearSlot& fc1 = slots[static_cast<size_t>(i * 6 + 4)];
+      LinearSlot& fc2 = slots[static_cast<size_t>(i * 6 + 5)];
+      const std::string bias_name = fc1.prefix + "bias";
+      at::Tensor b1 = has(bias_name) ? take(bias_name).to(c10::kFloat) : at::Tensor();
+      const auto keep = top_indices(method.neuron_scores(fc1.weight, b1, fc2.weight, gen), kept_neurons);
+      const at::Tensor idx = at::tensor(keep);
+      fc1.weight = fc1.weight.index_select(0, idx).contiguous();
+      fc2.weight = fc2.weight.index_select(1, idx).contiguous();
+      if (b1.defined()) narrowed[bias_name] = take(bias_name).index_select(0, idx).contiguous();
+    }
+    config["ffn_dim"] = kept_neurons;
+  }
+
+  // Write: non-linear tensors as they were (narrowed where structured), linears dense in their
+  // dtype or re-quantized with their own settings.
+  io::SafetensorsStreamWriter writer((fs::path(out.staging()) / ".spill.tmp").string());
+  int64_t params_after = 0, nonzero_after = 0, linear_zeros = 0, linear_total = 0;
+  for (const auto& [k, v] : raw) {
+    if (k == "lm_head.weight" && cfg.tie_word_embeddings) continue;
+    bool linear_piece = false;
+    for (const auto& s : slots) linear_piece = linear_piece || belongs_to_linear(k, s.prefix);
+    if (linear_piece) continue;
+    const at::Tensor t = narrowed.count(k) ? narrowed.at(k) : v;
+    writer.add(k, t);
+    params_after += t.numel();
+    nonzero_after += nonzeros(t);
+  }
+  Progress progress("prune", static_cast<int64_t>(slots.size()), ctx.progress, "linear");
+  for (auto& s : slots) {
+    ctx.check_cancelled();
+    at::Tensor final_w = s.weight;
+    if (s.packed) {
+      auto packed = s.packed->requantize(s.weight);
+      final_w = packed->dequantize();
+      for (const auto& [name, t] : packed->state_dict(s.prefix)) writer.add(name, t);
+    } else {
+      writer.add(s.prefix + "weight", s.weight.to(s.dense_dtype));
+      final_w = s.weight.to(s.dense_dtype);
+    }
+    const int64_t zeros = final_w.numel() - nonzeros(final_w);
+    per_linear[s.prefix.substr(0, s.prefix.size() - 1)] = {
+        {"requested_sparsity", o.pruning_type == "structured" ? 0.0 : requested},
+        {"achieved_sparsity", static_cast<double>(zeros) / static_cast<double>(final_w.numel())},
+        {"shape", final_w.sizes().vec()}};
+    params_after += final_w.numel();
+    nonzero_after += final_w.numel() - zeros;
+    linear_zeros += zeros;
+    linear_total += final_w.numel();
+    progress.advance();
+  }
+  progress.finish();
+  writer.finish(out.staging(), io::parse_byte_size(o.max_shard_size));
+  io::write_file_atomic((fs::path(out.staging()) / "config.json").string(), config.dump(2) + "\n");
+  io::copy_model_side_files(dir, out.staging());
+
+  nlohmann::json m = nlohmann::json::object();
+  m["pruning_type"] = o.pruning_type;
+  m["pruning_method"] = o.pruning_method;
+  m["requested_sparsity"] = requested;
+  m["achieved_sparsity"] = static_cast<double>(linear_zeros) / static_cast<double>(linear_total);
+  if (o.pruning_type == "structured") {
+    m["ffn_dim_before"] = F;
+    m["ffn_dim_after"] = kept_neurons;
+    m["achieved_ratio"] = 1.0 - static_cast<double>(kept_neurons) / static_cast<double>(F);
+  }
+  m["num_parameters_before"] = params_before;
+  m["num_parameters_after"] = params_after;
+  m["nonzero_parameters_before"] = nonzero_before;
+  m["nonzero_parameters_after"] = nonzero_after;
+  m["disk_size_bytes_before"] = io::directory_size_bytes(dir);
+  m["disk_size_bytes_after"] = io::directory_size_bytes(out.staging());
+  m["linears"] = per_linear;
+  if (!o.eval_file.empty()) {
+    m["perplexity_before"] = perplexity_of(dir, o.eval_file, o.eval_max_length, ctx);
+    m["perplexity_after"] = perplexity_of(out.staging(), o.eval_file, o.eval_max_length, ctx);
+  }
+  m["input"] = {{"path", dir}, {"num_parameters", params_before}, {"disk_size_bytes", m["disk_size_bytes_before"]}};
+  m["output"] = {{"path", out.final_dir()}, {"num_parameters", params_after}, {"disk_size_bytes", m["disk_size_bytes_after"]},
+                 {"sparsity", m["achieved_sparsity"]}};
+  io::write_file_atomic((fs::path(out.staging()) / "metrics.json").string(), decorate(m).dump(2) + "\n");
+  out.commit();
+  log_info("wrote " + out.final_dir());
+  return m;
+}
+
+}  // namespace llmc::prune

@@ -1,0 +1,187 @@
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/allclose.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/io/json_file.h"
+#include "llmc/io/safetensors.h"
+#include "llmc/model/causal_lm.h"
+#include "llmc/prune/masks.h"
+#include "llmc/prune/prune.h"
+#include "llmc/quant/quantize.h"
+#include "test_util.h"
+
+using namespace llmc;
+namespace fs = std::filesystem;
+
+namespace {
+nlohmann::json identity(const nlohmann::json& j) { return j; }
+
+int64_t zeros(const at::Tensor& t) { return (t == 0).sum().item<int64_t>(); }
+
+// A copy of a fixture directory whose weights `edit` may change.
+std::string edited_copy(const test::TempDir& tmp, const std::string& name,
+                        const std::function<void(io::StateDict&)>& edit) {
+  const std::string dst = tmp / name;
+  fs::create_directories(dst);
+  for (const auto& e : fs::directory_iterator(test::fixture("opt_preln_f32"))) fs::copy(e.path(), fs::path(dst) / e.path().filename());
+  io::StateDict sd;
+  for (auto& [k, v] : io::SafetensorsFile::open(test::fixture("opt_preln_f32/model.safetensors")).load_all()) sd[k] = v.clone();
+  edit(sd);
+  io::save_safetensors(dst + "/model.safetensors", sd);
+  return dst;
+}
+}  // namespace
+
+// Exactly round(ratio * n) weights go, the smallest ones; equal scores go in index order.
+TEST(Masks, LowestFractionIsExactAndStable) {
+  at::Tensor s = at::tensor(std::vector<float>{5, 1, 3, 1, 2, 9, 1, 4}).reshape({2, 4});
+  at::Tensor keep = prune::lowest_fraction_mask(s, 0.25);  // 2 of 8: the first two 1s
+  EXPECT_EQ(keep.reshape(-1).to(c10::kLong).sum().item<int64_t>(), 6);
+  EXPECT_FALSE(keep[0][1].item<bool>());
+  EXPECT_FALSE(keep[0][3].item<bool>());
+  EXPECT_TRUE(keep[1][2].item<bool>());  // the third 1 survives (tie order)
+  at::manual_seed(0);
+  at::Tensor w = at::randn({64, 96});
+  at::Tensor k2 = prune::lowest_fraction_mask(w.abs(), 0.3);
+  EXPECT_EQ(zeros(k2), static_cast<int64_t>(std::llround(0.3 * 64 * 96)));
+  // Every removed |w| is <= every kept |w|.
+  EXPECT_LE(w.abs().masked_select(k2.logical_not()).max().item<float>(), w.abs().masked_select(k2).min().item<float>());
+}
+
+TEST(Masks, GlobalScopeSharesOneThreshold) {
+  at::manual_seed(1);
+  at::Tensor a = at::randn({32, 32}) * 0.1;  // small weights: pruned more under one threshold
+  at::Tensor b = at::randn({32, 32}) * 10.0;
+  const auto masks = prune::global_lowest_fraction_masks({a.abs(), b.abs()}, 0.5);
+  EXPECT_EQ(zeros(masks[0]) + zeros(masks[1]), 1024);
+  EXPECT_GT(zeros(masks[0]), zeros(masks[1]));
+  EXPECT_LE(at::cat({a.abs().masked_select(masks[0].logical_not()), b.abs().masked_select(masks[1].logical_not())}).max().item<float>(),
+            at::cat({a.abs().masked_select(masks[0]), b.abs().masked_select(masks[1])}).min().item<float>());
+}
+
+TEST(Masks, EveryNOfMGroupHolds) {
+  at::manual_seed(2);
+  at::Tensor w = at::randn({16, 64});
+  for (auto [n, m] : {std::pair<int64_t, int64_t>{2, 4}, {4, 8}, {1, 4}}) {
+    at::Tensor keep = prune::n_of_m_mask(w.abs(), n, m);
+    at::Tensor per_group = keep.reshape({-1, m}).to(c10::kLong).sum(1);
+    EXPECT_TRUE((per_group == n).all().item<bool>()) << n << ":" << m;
+  }
+  EXPECT_THROW(prune::n_of_m_mask(at::randn({4, 6}), 2, 4), UsageError);
+  EXPECT_EQ(prune::top_indices(at::tensor(std::vector<float>{1, 5, 5, 0, 3}), 3), (std::vector<int64_t>{1, 2, 4}));
+}
+
+// FFN neurons that are dead (zero fc1 row and bias, zero fc2 column) are exactly what
+// structured magnitude pruning removes; the logits do not move (1e-5).
+TEST(Prune, StructuredRemovesDeadNeuronsWithoutChangingLogits) {
+  test::TempDir tmp;
+  const std::string dead = edited_copy(tmp, "dead", [](io::StateDict& sd) {
+    for (int l = 0; l < 2; ++l) {
+      const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
+      for (int64_t j = 0; j < 64; j += 4) {  // 16 of 64 neurons
+        sd[p + "fc1.weight"][j].zero_();
+        sd[p + "fc1.bias"][j].zero_();
+        sd[p + "fc2.weight"].select(1, j).zero_();
+      }
+    }
+  });
+  prune::PruneOptions o;
+  o.model_path = dead;
+  o.output_dir = tmp / "pruned";
+  o.pruning_ratio = 0.25;
+  auto ctx = test::cpu_context();
+  const auto m = prune::run_prune(o, ctx, identity);
+  EXPECT_EQ(m["ffn_dim_after"].get<int64_t>(), 48);
+  EXPECT_DOUBLE_EQ(m["achieved_ratio"].get<double>(), 0.25);
+  EXPECT_EQ(io::read_json_file(tmp / "pruned/config.json")["ffn_dim"].get<int64_t>(), 48);
+  auto before = model::load_causal_lm(dead, ctx);
+  auto after = model::load_causal_lm(tmp / "pruned", ctx);
+  c10::InferenceMode guard;
+  at::Tensor ids = at::tensor(std::vector<int64_t>{464, 2068, 7586, 21831, 18045, 625, 262}).unsqueeze(0);
+  EXPECT_TRUE(at::allclose(after->forward(ids, at::ones_like(ids), nullptr), before->forward(ids, at::ones_like(ids), nullptr),
+                           0, 1e-5));
+  EXPECT_LT(m["disk_size_bytes_after"].get<int64_t>(), m["disk_size_bytes_before"].get<int64_t>());
+}
+
+TEST(Prune, UnstructuredLayerAndGlobalScopes) {
+  test::TempDir tmp;
+  auto ctx = test::cpu_context();
+  prune::PruneOptions o;
+  o.model_path = test::fixture("opt_preln_f32");
+  o.pruning_type = "unstructured";
+  o.pruning_ratio = 0.4;
+  o.output_dir = tmp / "layer";
+  const auto layer = prune::run_prune(o, ctx, identity);
+  for (const auto& [name, l] : layer["linears"].items()) {
+    const int64_t n = l["shape"][0].get<int64_t>() * l["shape"][1].get<int64_t>();
+    EXPECT_NEAR(l["achieved_sparsity"].get<double>(), 0.4, 1.0 / n) << name;  // within one element
+  }
+  o.scope = "global";
+  o.output_dir = tmp / "global";
+  const auto global = prune::run_prune(o, ctx, identity);
+  EXPECT_NEAR(global["achieved_sparsity"].get<double>(), 0.4, 1e-4);
+  auto m = model::load_causal_lm(tmp / "global", ctx);  // loadable
+  EXPECT_EQ(m->info().model_type, "opt");
+}
+
+// A quantized input is pruned in float and re-quantized with its own settings: the format
+// stays, and the zeros survive (NF4 has an exact zero).
+TEST(Prune, QuantizedInputKeepsItsFormatAndZeros) {
+  test::TempDir tmp;
+  auto ctx = test::cpu_context();
+  quant::QuantizeOptions q;
+  q.model_name_or_path = test::fixture("opt_preln_f32");
+  q.output_dir = tmp / "nf4";
+  q.blocksize = 32;
+  quant::run_quantize(q, ctx, identity);
+  prune::PruneOptions o;
+  o.model_path = tmp / "nf4";
+  o.output_dir = tmp / "nf4-pruned";
+  o.pruning_type = "semi_structured";
+  const auto m = prune::run_prune(o, ctx, identity);
+  EXPECT_GE(m["achieved_sparsity"].get<double>(), 0.5);
+  const auto config = io::read_json_file(tmp / "nf4-pruned/config.json");
+  EXPECT_EQ(config["quantization_config"]["quant_method"], "bitsandbytes");
+  auto st = io::SafetensorsFile::open(tmp / "nf4-pruned/model.safetensors");
+  EXPECT_TRUE(st.contains("model.decoder.layers.0.fc1.weight.quant_state.bitsandbytes__nf4"));
+  auto lm = model::load_causal_lm(tmp / "nf4-pruned", ctx);
+  for (const auto& [name, p] : lm->packed_weights()) {
+    at::Tensor keep = p->dequantize().reshape({-1, 4}) != 0;
+    EXPECT_TRUE((keep.to(c10::kLong).sum(1) <= 2).all().item<bool>()) << name;  // 2:4 holds after re-quantization
+  }
+}
+
+TEST(Prune, RefusesBadOptions) {
+  prune::PruneOptions o;
+  o.model_path = "x";
+  o.output_dir = "y";
+  o.pruning_ratio = 0.0;
+  EXPECT_THROW(prune::validate(o), UsageError);
+  o.pruning_ratio = 1.5;
+  EXPECT_THROW(prune::validate(o), UsageError);
+  o.pruning_ratio = 0.2;
+  EXPECT_NO_THROW(prune::validate(o));
+  o.pruning_type = "semi_structured";
+  o.sparsity_pattern = "4:2";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "1 <= N < M");
+  o.pruning_type = "structured";
+  o.scope = "global";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "unstructured pruning only");
+  o.scope = "layer";
+  o.pruning_method = "obs";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "supported: magnitude, random");
+  o.pruning_method = "magnitude";
+  o.structure = "hidden";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "not implemented yet");
+}
