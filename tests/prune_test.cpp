@@ -3,6 +3,7 @@
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
@@ -114,6 +115,59 @@ TEST(Prune, StructuredRemovesDeadNeuronsWithoutChangingLogits) {
   EXPECT_LT(m["disk_size_bytes_after"].get<int64_t>(), m["disk_size_bytes_before"].get<int64_t>());
 }
 
+// The layer driver: activation importance finds the dead neurons too (their activation is
+// exactly 0), and Wanda prunes exactly round(ratio * in) weights of every row.
+TEST(Prune, CalibrationMethodsRunLayerByLayer) {
+  test::TempDir tmp;
+  const std::string dead = edited_copy(tmp, "dead", [](io::StateDict& sd) {
+    for (int l = 0; l < 2; ++l) {
+      const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
+      for (int64_t j = 1; j < 64; j += 4) {
+        sd[p + "fc1.weight"][j].zero_();
+        sd[p + "fc1.bias"][j].zero_();
+        sd[p + "fc2.weight"].select(1, j).zero_();
+      }
+    }
+  });
+  auto ctx = test::cpu_context();
+  prune::PruneOptions o;
+  o.model_path = dead;
+  o.output_dir = tmp / "act";
+  o.pruning_method = "activation";
+  o.pruning_ratio = 0.25;
+  o.calibration_file = test::fixture("eval.txt");
+  o.num_calibration_samples = 4;
+  o.calibration_seq_len = 32;
+  prune::run_prune(o, ctx, identity);
+  auto before = model::load_causal_lm(dead, ctx);
+  auto after = model::load_causal_lm(tmp / "act", ctx);
+  {
+    c10::InferenceMode guard;
+    at::Tensor ids = at::tensor(std::vector<int64_t>{464, 2068, 7586, 21831, 18045}).unsqueeze(0);
+    EXPECT_TRUE(at::allclose(after->forward(ids, at::ones_like(ids), nullptr),
+                             before->forward(ids, at::ones_like(ids), nullptr), 0, 1e-5));
+  }
+  o.model_path = test::fixture("opt_preln_f32");
+  o.output_dir = tmp / "wanda";
+  o.pruning_method = "wanda";
+  o.pruning_type = "unstructured";
+  o.pruning_ratio = 0.3;
+  const auto m = prune::run_prune(o, ctx, identity);
+  auto st = io::SafetensorsFile::open(tmp / "wanda/model.safetensors");
+  for (const char* name : {"model.decoder.layers.0.fc1.weight", "model.decoder.layers.1.fc2.weight"}) {
+    at::Tensor w = st.tensor(name);
+    const int64_t per_row = static_cast<int64_t>(std::llround(0.3 * w.size(1)));
+    EXPECT_TRUE(((w == 0).sum(1) >= per_row).all().item<bool>()) << name;
+    EXPECT_TRUE(((w == 0).sum(1) <= per_row + 1).all().item<bool>()) << name;
+  }
+  // Wanda's choice differs from plain magnitude's somewhere (the input norms matter).
+  o.pruning_method = "magnitude";
+  o.output_dir = tmp / "mag";
+  prune::run_prune(o, ctx, identity);
+  EXPECT_FALSE(at::equal(st.tensor("model.decoder.layers.1.fc1.weight") == 0,
+                         io::SafetensorsFile::open(tmp / "mag/model.safetensors").tensor("model.decoder.layers.1.fc1.weight") == 0));
+}
+
 TEST(Prune, UnstructuredLayerAndGlobalScopes) {
   test::TempDir tmp;
   auto ctx = test::cpu_context();
@@ -180,7 +234,15 @@ TEST(Prune, RefusesBadOptions) {
   test::expect_error<UsageError>([&] { prune::validate(o); }, "unstructured pruning only");
   o.scope = "layer";
   o.pruning_method = "obs";
-  test::expect_error<UsageError>([&] { prune::validate(o); }, "supported: magnitude, random");
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "supported: activation, magnitude, random, wanda");
+  o.pruning_method = "wanda";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "ranks single weights");
+  o.pruning_type = "unstructured";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "needs calibration data");
+  o.pruning_method = "activation";
+  o.calibration_file = "x.txt";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "structured pruning only");
+  o.pruning_type = "structured";
   o.pruning_method = "magnitude";
   o.structure = "hidden";
   test::expect_error<UsageError>([&] { prune::validate(o); }, "not implemented yet");

@@ -131,6 +131,54 @@ class OptCausalLM : public CausalLM {
     return out;
   }
 
+  std::pair<at::Tensor, at::Tensor> embed(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
+    return module_->model->decoder->embed(input_ids, attention_mask, 0);
+  }
+
+  at::Tensor run_layer(int64_t i, const at::Tensor& hidden, const at::Tensor& mask,
+                       const std::function<void(const std::string&, const at::Tensor&)>& observe) override {
+    if (i < 0 || i >= config_.num_hidden_layers) throw UsageError("run_layer: no decoder layer " + std::to_string(i));
+    auto& layer = module_->model->decoder->layer_list[static_cast<size_t>(i)];
+    const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
+    std::vector<LinearImpl*> observed;
+    if (observe) {
+      for (const auto& item : layer->named_modules("", false)) {
+        if (auto* lin = item.value()->as<LinearImpl>()) {
+          const std::string name = p + item.key();
+          lin->observer = [&observe, name](const at::Tensor& x) { observe(name, x); };
+          observed.push_back(lin);
+        }
+      }
+    }
+    at::Tensor out;
+    try {
+      out = layer->forward(hidden, mask, nullptr, nullptr);
+    } catch (...) {
+      for (auto* lin : observed) lin->observer = nullptr;
+      throw;
+    }
+    for (auto* lin : observed) lin->observer = nullptr;
+    return out;
+  }
+
+  void set_linear_weight(const std::string& linear, const at::Tensor& weight) override {
+    const std::string rel = linear.rfind("model.", 0) == 0 ? linear.substr(6) : linear;
+    for (const auto& item : module_->model->named_modules("", false)) {
+      if (item.key() != rel) continue;
+      auto* lin = item.value()->as<LinearImpl>();
+      if (lin == nullptr) break;
+      at::NoGradGuard no_grad;
+      if (lin->packed) {
+        lin->packed = lin->packed->requantize(weight.to(c10::kCPU, c10::kFloat));
+      } else {
+        if (lin->weight.sizes() != weight.sizes()) throw UsageError("set_linear_weight: shape mismatch for " + linear);
+        lin->weight.copy_(weight);
+      }
+      return;
+    }
+    throw UsageError("no Linear named '" + linear + "'");
+  }
+
   std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> packed_weights() const override {
     std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> out;
     for (const auto& item : module_->named_modules("", /*include_self=*/false)) {

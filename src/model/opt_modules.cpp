@@ -86,6 +86,7 @@ LinearImpl::LinearImpl(std::shared_ptr<PackedWeight> p, at::Tensor b) : packed(s
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  if (observer) observer(x);
   if (!packed) {
     // Batch-1 decode on the CPU: streaming matrix-vector kernels read the weights at memory
     // speed, where BLAS's small-m path does not. float16 weights (kept 16-bit in quantized
@@ -183,11 +184,11 @@ OptDecoderImpl::OptDecoderImpl(OptDecoderParts parts, const OptConfig& config) {
   }
 }
 
-at::Tensor OptDecoderImpl::forward(const at::Tensor& ids, const at::Tensor& attention_mask,
-                                   std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t past) {
+std::pair<at::Tensor, at::Tensor> OptDecoderImpl::embed(const at::Tensor& ids, const at::Tensor& attention_mask,
+                                                         int64_t past) {
   const int64_t T = ids.size(1);
   const int64_t S = past + T;
-  const c10::ScalarType dtype = embed_tokens->weight.scalar_type();
+  const c10::ScalarType dtype = embed_tokens->compute_dtype;
   const auto long_opts = at::TensorOptions().dtype(c10::kLong).device(ids.device());
   at::Tensor mask_l = attention_mask.to(c10::kLong);
   // Positions from the mask (left padding keeps the first real token at 0), offset 2.
@@ -202,7 +203,12 @@ at::Tensor OptDecoderImpl::forward(const at::Tensor& ids, const at::Tensor& atte
   at::Tensor k_pos = at::arange(0, S, long_opts).unsqueeze(0);
   at::Tensor allowed = k_pos.le(q_pos).unsqueeze(0).unsqueeze(0).logical_and(mask_l.ne(0).unsqueeze(1).unsqueeze(2));
   at::Tensor mask = at::zeros(allowed.sizes(), h.options().dtype(dtype)).masked_fill(allowed.logical_not(), lowest(dtype));
+  return {h, mask};
+}
 
+at::Tensor OptDecoderImpl::forward(const at::Tensor& ids, const at::Tensor& attention_mask,
+                                   std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t past) {
+  auto [h, mask] = embed(ids, attention_mask, past);
   for (size_t i = 0; i < layer_list.size(); ++i) {
     at::Tensor* kc = k_cache != nullptr ? &(*k_cache)[i] : nullptr;
     at::Tensor* vc = v_cache != nullptr ? &(*v_cache)[i] : nullptr;

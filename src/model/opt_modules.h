@@ -22,6 +22,7 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor weight;  // undefined when packed
   at::Tensor bias;    // undefined when the layer has none
   std::shared_ptr<PackedWeight> packed;
+  std::function<void(const at::Tensor&)> observer;  // sees the input when set (layer driver)
 };
 TORCH_MODULE(Linear);
 
@@ -85,6 +86,8 @@ class OptDecoderImpl : public torch::nn::Module {
   // Returns the final hidden states [B, T, E].
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask, std::vector<at::Tensor>* k_cache,
                      std::vector<at::Tensor>* v_cache, int64_t past);
+  // Hidden states entering layer 0 and the additive mask [B, 1, T, past + T].
+  std::pair<at::Tensor, at::Tensor> embed(const at::Tensor& ids, const at::Tensor& attention_mask, int64_t past);
   Embedding embed_tokens{nullptr};
   Embedding embed_positions{nullptr};
   Linear project_out{nullptr};

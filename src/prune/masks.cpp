@@ -31,6 +31,15 @@ at::Tensor lowest_fraction_mask(const at::Tensor& scores, double ratio) {
   return keep.view(scores.sizes());
 }
 
+at::Tensor lowest_fraction_mask_per_row(const at::Tensor& scores, double ratio) {
+  at::Tensor s2 = scores.to(c10::kFloat).reshape({scores.size(0), -1});
+  const int64_t k = count_for(ratio, s2.size(1));
+  at::Tensor order = std::get<1>(s2.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false));
+  at::Tensor keep = at::ones(s2.sizes(), s2.options().dtype(c10::kBool));
+  keep.scatter_(1, order.slice(1, 0, k), false);
+  return keep.view(scores.sizes());
+}
+
 std::vector<at::Tensor> global_lowest_fraction_masks(const std::vector<at::Tensor>& scores, double ratio) {
   std::vector<at::Tensor> flats;
   for (const auto& s : scores) flats.push_back(s.reshape(-1).to(c10::kFloat));

@@ -3,7 +3,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/rand.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/core/InferenceMode.h>
 #include <ATen/ops/tensor.h>
 
 #include <filesystem>
@@ -36,29 +42,54 @@ namespace {
 
 // ---------------------------------------------------------------- methods (a registry)
 
+// Calibration statistics of a Linear's input features (sums over calibration tokens).
+struct InputStats {
+  at::Tensor sum_sq;   // [in] sum of x^2 (Wanda's ||X_j||^2)
+  at::Tensor sum_abs;  // [in] sum of |x| (activation importance of the neuron feeding input j)
+  int64_t tokens{0};
+};
+
 struct Method {
-  // Importance of each weight of a Linear ([out, in]).
-  std::function<at::Tensor(const at::Tensor& w, at::Generator& gen)> weight_scores;
-  // Importance of each FFN neuron j from fc1 row j (+ bias j) and fc2 column j.
-  std::function<at::Tensor(const at::Tensor& fc1_w, const at::Tensor& fc1_b, const at::Tensor& fc2_w, at::Generator& gen)>
+  bool needs_calibration{false};
+  bool per_row{false};  // compare within each output row (Wanda) instead of the whole layer
+  // Importance of each weight of a Linear ([out, in]); null when the method does not rank weights.
+  std::function<at::Tensor(const at::Tensor& w, const InputStats* stats, at::Generator& gen)> weight_scores;
+  // Importance of each FFN neuron j from fc1 row j (+ bias j), fc2 column j and fc2's input
+  // statistics; null when the method does not rank neurons.
+  std::function<at::Tensor(const at::Tensor& fc1_w, const at::Tensor& fc1_b, const at::Tensor& fc2_w,
+                           const InputStats* fc2_stats, at::Generator& gen)>
       neuron_scores;
 };
 
 at::Tensor random_like(const at::Tensor& t, at::Generator& gen) { return at::rand(t.sizes(), gen, t.options()); }
 
+at::Tensor magnitude_weights(const at::Tensor& w, const InputStats*, at::Generator&) { return w.abs(); }
+at::Tensor random_weights(const at::Tensor& w, const InputStats*, at::Generator& gen) { return random_like(w, gen); }
+// Wanda: |W_ij| * ||X_j||_2 over the calibration tokens.
+at::Tensor wanda_weights(const at::Tensor& w, const InputStats* s, at::Generator&) {
+  return w.abs() * s->sum_sq.sqrt().to(c10::kFloat).unsqueeze(0);
+}
+at::Tensor magnitude_neurons(const at::Tensor& f1, const at::Tensor& b1, const at::Tensor& f2, const InputStats*,
+                             at::Generator&) {
+  at::Tensor sq = f1.pow(2).sum(1) + f2.pow(2).sum(0);
+  if (b1.defined()) sq = sq + b1.pow(2);
+  return sq.sqrt();  // L2 norm of the neuron's weights
+}
+at::Tensor random_neurons(const at::Tensor& f1, const at::Tensor&, const at::Tensor&, const InputStats*, at::Generator& gen) {
+  return at::rand({f1.size(0)}, gen, f1.options());
+}
+// Mean |activation| of each neuron (fc2's input) over the calibration tokens.
+at::Tensor activation_neurons(const at::Tensor&, const at::Tensor&, const at::Tensor&, const InputStats* s, at::Generator&) {
+  return (s->sum_abs / static_cast<double>(std::max<int64_t>(1, s->tokens))).to(c10::kFloat);
+}
+
 const Registry<Method>& method_registry() {
   static const Registry<Method> registry = [] {
     Registry<Method> r("pruning method");
-    r.add("magnitude", Method{[](const at::Tensor& w, at::Generator&) { return w.abs(); },
-                              [](const at::Tensor& f1, const at::Tensor& b1, const at::Tensor& f2, at::Generator&) {
-                                at::Tensor sq = f1.pow(2).sum(1) + f2.pow(2).sum(0);
-                                if (b1.defined()) sq = sq + b1.pow(2);
-                                return sq.sqrt();  // L2 norm of the neuron's weights
-                              }});
-    r.add("random", Method{[](const at::Tensor& w, at::Generator& gen) { return random_like(w, gen); },
-                           [](const at::Tensor& f1, const at::Tensor&, const at::Tensor&, at::Generator& gen) {
-                             return at::rand({f1.size(0)}, gen, f1.options());
-                           }});
+    r.add("magnitude", Method{false, false, magnitude_weights, magnitude_neurons});
+    r.add("random", Method{false, false, random_weights, random_neurons});
+    r.add("wanda", Method{true, true, wanda_weights, nullptr});
+    r.add("activation", Method{true, false, nullptr, activation_neurons});
     return r;
   }();
   return registry;
@@ -111,7 +142,25 @@ std::vector<std::string> pruning_methods() { return method_registry().names(); }
 void validate(const PruneOptions& o) {
   if (o.model_path.empty()) throw UsageError("--model_path is required");
   if (o.output_dir.empty()) throw UsageError("--output_dir is required");
-  method_registry().get(o.pruning_method);
+  const Method& method = method_registry().get(o.pruning_method);
+  if (o.pruning_type == "structured" && !method.neuron_scores) {
+    throw UsageError("--pruning_method " + o.pruning_method + " ranks single weights; structured pruning ranks neurons "
+                     "with magnitude, activation or random");
+  }
+  if (o.pruning_type != "structured" && !method.weight_scores) {
+    throw UsageError("--pruning_method " + o.pruning_method + " ranks FFN neurons (structured pruning only); "
+                     "weights are ranked by magnitude, wanda or random");
+  }
+  if (method.needs_calibration && o.calibration_file.empty()) {
+    throw UsageError("--pruning_method " + o.pruning_method + " needs calibration data: pass --calibration_file");
+  }
+  if (method.needs_calibration && o.scope == "global") {
+    throw UsageError("--scope global needs every layer's scores at once; " + o.pruning_method +
+                     " prunes layer by layer (use --scope layer)");
+  }
+  if (o.num_calibration_samples < 1 || o.calibration_seq_len < 2) {
+    throw UsageError("--num_calibration_samples must be >= 1 and --calibration_seq_len >= 2");
+  }
   if (o.pruning_type != "structured" && o.pruning_type != "unstructured" && o.pruning_type != "semi_structured") {
     throw UsageError("--pruning_type: expected structured, unstructured or semi_structured, found '" + o.pruning_type + "'");
   }
@@ -196,32 +245,17 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     nonzero_before += nonzeros(s.weight);
   }
 
-  // Decide and apply.
+  // Decide and apply, layer by layer.
   nlohmann::json per_linear = nlohmann::json::object();
   std::map<std::string, at::Tensor> narrowed;  // structured: replaced non-linear tensors (fc1 bias)
   int64_t kept_neurons = F;
   double requested = o.pruning_ratio;
-  if (o.pruning_type == "unstructured") {
-    std::vector<at::Tensor> scores;
-    for (auto& s : slots) scores.push_back(method.weight_scores(s.weight, gen));
-    std::vector<at::Tensor> masks;
-    if (o.scope == "global") {
-      masks = global_lowest_fraction_masks(scores, o.pruning_ratio);
-    } else {
-      for (const auto& sc : scores) masks.push_back(lowest_fraction_mask(sc, o.pruning_ratio));
-    }
-    for (size_t i = 0; i < slots.size(); ++i) slots[i].weight.mul_(masks[i]);
-  } else if (o.pruning_type == "semi_structured") {
-    const auto [n, m] = parse_pattern(o.sparsity_pattern);
-    requested = 1.0 - static_cast<double>(n) / static_cast<double>(m);
-    for (auto& s : slots) {
-      if (s.weight.size(1) % m != 0) {
-        throw UsageError("N:M pattern " + o.sparsity_pattern + " needs input widths divisible by " + std::to_string(m) +
-                         "; '" + s.prefix + "weight' has " + std::to_string(s.weight.size(1)));
-      }
-      s.weight.mul_(n_of_m_mask(method.weight_scores(s.weight, gen), n, m));
-    }
-  } else {
+  std::pair<int64_t, int64_t> nm{0, 0};
+  if (o.pruning_type == "semi_structured") {
+    nm = parse_pattern(o.sparsity_pattern);
+    requested = 1.0 - static_cast<double>(nm.first) / static_cast<double>(nm.second);
+  }
+  if (o.pruning_type == "structured") {
     // Whole FFN neurons, the same count in every layer, rounded down to keep packed formats
     // aligned (8; 32 for 3-bit rtn; a multiple of the rtn group size).
     int64_t align = 8;
@@ -239,18 +273,110 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
       throw UsageError("--pruning_ratio " + std::to_string(o.pruning_ratio) + " would leave fewer than " +
                        std::to_string(align) + " FFN neurons per layer (ffn_dim " + std::to_string(F) + ")");
     }
-    for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    config["ffn_dim"] = kept_neurons;
+  }
+
+  // Prunes layer i's Linears in `slots`; returns the float weights a running model should
+  // now use (structured: removed neurons as zero fc2 columns, same shapes).
+  auto prune_layer = [&](int64_t i, const std::map<std::string, InputStats>* stats) {
+    std::map<std::string, at::Tensor> updated;
+    auto stats_of = [&](const LinearSlot& s) -> const InputStats* {
+      if (stats == nullptr) return nullptr;
+      auto it = stats->find(s.prefix.substr(0, s.prefix.size() - 1));
+      return it == stats->end() ? nullptr : &it->second;
+    };
+    if (o.pruning_type == "structured") {
       LinearSlot& fc1 = slots[static_cast<size_t>(i * 6 + 4)];
       LinearSlot& fc2 = slots[static_cast<size_t>(i * 6 + 5)];
       const std::string bias_name = fc1.prefix + "bias";
       at::Tensor b1 = has(bias_name) ? take(bias_name).to(c10::kFloat) : at::Tensor();
-      const auto keep = top_indices(method.neuron_scores(fc1.weight, b1, fc2.weight, gen), kept_neurons);
+      const auto keep = top_indices(method.neuron_scores(fc1.weight, b1, fc2.weight, stats_of(fc2), gen), kept_neurons);
       const at::Tensor idx = at::tensor(keep);
+      at::Tensor zeroed = at::zeros_like(fc2.weight);
+      zeroed.index_copy_(1, idx, fc2.weight.index_select(1, idx));
+      updated[fc2.prefix] = zeroed;
       fc1.weight = fc1.weight.index_select(0, idx).contiguous();
       fc2.weight = fc2.weight.index_select(1, idx).contiguous();
       if (b1.defined()) narrowed[bias_name] = take(bias_name).index_select(0, idx).contiguous();
+      return updated;
     }
-    config["ffn_dim"] = kept_neurons;
+    for (int64_t k = 0; k < 6; ++k) {
+      LinearSlot& s = slots[static_cast<size_t>(i * 6 + k)];
+      const at::Tensor scores = method.weight_scores(s.weight, stats_of(s), gen);
+      at::Tensor keep;
+      if (o.pruning_type == "semi_structured") {
+        if (s.weight.size(1) % nm.second != 0) {
+          throw UsageError("N:M pattern " + o.sparsity_pattern + " needs input widths divisible by " +
+                           std::to_string(nm.second) + "; '" + s.prefix + "weight' has " + std::to_string(s.weight.size(1)));
+        }
+        keep = n_of_m_mask(scores, nm.first, nm.second);
+      } else if (method.per_row) {
+        keep = lowest_fraction_mask_per_row(scores, o.pruning_ratio);
+      } else {
+        keep = lowest_fraction_mask(scores, o.pruning_ratio);
+      }
+      s.weight.mul_(keep);
+      updated[s.prefix] = s.weight;
+    }
+    return updated;
+  };
+
+  if (o.pruning_type == "unstructured" && o.scope == "global") {
+    std::vector<at::Tensor> scores;
+    for (auto& s : slots) scores.push_back(method.weight_scores(s.weight, nullptr, gen));
+    const auto masks = global_lowest_fraction_masks(scores, o.pruning_ratio);
+    for (size_t i = 0; i < slots.size(); ++i) slots[i].weight.mul_(masks[i]);
+  } else if (!method.needs_calibration) {
+    for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) prune_layer(i, nullptr);
+  } else {
+    // The layer driver: inputs of layer i for the calibration samples -> statistics -> prune
+    // -> run the pruned layer to get the inputs of layer i + 1. Memory: one layer's
+    // activations.
+    auto lm = model::load_causal_lm(dir, ctx);
+    auto tok = tokenizer::load_tokenizer(dir);
+    const std::vector<int64_t> ids = tok->encode(eval::read_eval_text(o.calibration_file), true);
+    const int64_t T = std::min<int64_t>({o.calibration_seq_len, static_cast<int64_t>(ids.size()), lm->info().max_positions});
+    if (T < 2) throw InputError(o.calibration_file + ": too little text for calibration");
+    std::vector<at::Tensor> hidden, masks;
+    constexpr int64_t kBatch = 8;
+    for (int64_t n0 = 0; n0 < o.num_calibration_samples; n0 += kBatch) {
+      const int64_t nb = std::min(kBatch, o.num_calibration_samples - n0);
+      at::Tensor batch = at::empty({nb, T}, at::TensorOptions().dtype(c10::kLong));
+      for (int64_t r = 0; r < nb; ++r) {
+        const int64_t span = static_cast<int64_t>(ids.size()) - T;
+        const int64_t start = span > 0 ? at::randint(span + 1, {1}, gen).item<int64_t>() : 0;
+        for (int64_t t = 0; t < T; ++t) batch[r][t] = ids[static_cast<size_t>(start + t)];
+      }
+      c10::InferenceMode guard;
+      auto [h, mask] = lm->embed(batch.to(lm->device()), at::ones({nb, T}, batch.options()).to(lm->device()));
+      hidden.push_back(h);
+      masks.push_back(mask);
+    }
+    Progress layers_progress("calibrated layers", cfg.num_hidden_layers, ctx.progress, "layer");
+    for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+      ctx.check_cancelled();
+      std::map<std::string, InputStats> stats;
+      auto observe = [&](const std::string& name, const at::Tensor& x) {
+        at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(c10::kCPU, c10::kDouble);
+        InputStats& st = stats[name];
+        if (!st.sum_sq.defined()) {
+          st.sum_sq = at::zeros({x2.size(1)}, x2.options());
+          st.sum_abs = at::zeros({x2.size(1)}, x2.options());
+        }
+        st.sum_sq.add_(x2.pow(2).sum(0));
+        st.sum_abs.add_(x2.abs().sum(0));
+        st.tokens += x2.size(0);
+      };
+      {
+        c10::InferenceMode guard;
+        for (size_t b = 0; b < hidden.size(); ++b) lm->run_layer(i, hidden[b], masks[b], observe);
+      }
+      for (const auto& [prefix, w] : prune_layer(i, &stats)) lm->set_linear_weight(prefix.substr(0, prefix.size() - 1), w);
+      c10::InferenceMode guard;
+      for (size_t b = 0; b < hidden.size(); ++b) hidden[b] = lm->run_layer(i, hidden[b], masks[b], nullptr);
+      layers_progress.advance();
+    }
+    layers_progress.finish();
   }
 
   // Write: non-linear tensors as they were (narrowed where structured), linears dense in their

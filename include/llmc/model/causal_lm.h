@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +50,19 @@ class CausalLM {
   // Linear weights held packed (quantized), by weight name ("...fc1.weight"); they are not
   // among named_parameters().
   virtual std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> packed_weights() const = 0;
+  // ---- Layer by layer: the shared driver of calibration-based methods (Wanda, activation
+  // importance, later GPTQ/AWQ) runs one decoder layer at a time over calibration data.
+  // Hidden states entering decoder layer 0 for ids/attention_mask ([B, T]), and the
+  // additive attention mask every layer takes.
+  virtual std::pair<at::Tensor, at::Tensor> embed(const at::Tensor& input_ids, const at::Tensor& attention_mask) = 0;
+  // Runs decoder layer i. When given, `observe(linear, input)` sees the input of each of the
+  // layer's Linears (linear = "model.decoder.layers.<i>.fc1" etc.).
+  virtual at::Tensor run_layer(int64_t i, const at::Tensor& hidden, const at::Tensor& mask,
+                               const std::function<void(const std::string&, const at::Tensor&)>& observe) = 0;
+  // Replaces a Linear's weight (float [out, in], same shape); a packed Linear is re-packed
+  // with its own settings.
+  virtual void set_linear_weight(const std::string& linear, const at::Tensor& weight) = 0;
+
   virtual c10::Device device() const = 0;
   virtual c10::ScalarType dtype() const = 0;
 };

@@ -13,6 +13,10 @@ namespace llmc::prune {
 // whole tensor; ties are removed in flat index order (a stable sort).
 at::Tensor lowest_fraction_mask(const at::Tensor& scores, double ratio);
 
+// The same within each row of a [out, in] score matrix (Wanda's per-output comparison):
+// round(ratio * in) lowest of every row.
+at::Tensor lowest_fraction_mask_per_row(const at::Tensor& scores, double ratio);
+
 // Keep-masks for several tensors with one threshold across all of them (global scope):
 // round(ratio * total) lowest scores overall, ties in tensor order then flat index order.
 std::vector<at::Tensor> global_lowest_fraction_masks(const std::vector<at::Tensor>& scores, double ratio);
