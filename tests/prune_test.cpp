@@ -4,6 +4,7 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
@@ -216,6 +217,42 @@ TEST(Prune, QuantizedInputKeepsItsFormatAndZeros) {
   }
 }
 
+// hidden_size shrinks consistently (the loader checks every shape against config.json), and
+// q_proj absorbs the attention-scale change: (hd'/hd)^0.5 on its weight and bias.
+TEST(Prune, HiddenWidthShrinksEveryTiedWidth) {
+  test::TempDir tmp;
+  const std::string src = edited_copy(tmp, "src", [](io::StateDict& sd) {
+    sd["model.decoder.layers.0.self_attn.q_proj.weight"].fill_(1.0);
+    sd["model.decoder.layers.0.self_attn.q_proj.bias"].fill_(1.0);
+  });
+  auto ctx = test::cpu_context();
+  prune::PruneOptions o;
+  o.model_path = src;
+  o.output_dir = tmp / "hidden";
+  o.structure = "hidden";
+  o.pruning_ratio = 0.25;  // 32 -> 24 (a multiple of 8 and of the 4 heads); head_dim 8 -> 6
+  const auto m = prune::run_prune(o, ctx, identity);
+  EXPECT_EQ(m["hidden_size_after"].get<int64_t>(), 24);
+  const auto config = io::read_json_file(tmp / "hidden/config.json");
+  EXPECT_EQ(config["hidden_size"].get<int64_t>(), 24);
+  EXPECT_EQ(config["word_embed_proj_dim"].get<int64_t>(), 24);
+  auto st = io::SafetensorsFile::open(tmp / "hidden/model.safetensors");
+  const float fold = std::sqrt(6.0f / 8.0f);
+  EXPECT_TRUE(at::allclose(st.tensor("model.decoder.layers.0.self_attn.q_proj.weight"), at::full({24, 24}, fold), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(st.tensor("model.decoder.layers.0.self_attn.q_proj.bias"), at::full({24}, fold), 0, 1e-6));
+  EXPECT_EQ(st.tensor("model.decoder.embed_tokens.weight").size(1), 24);
+  auto lm = model::load_causal_lm(tmp / "hidden", ctx);  // every shape agrees with config.json
+  c10::InferenceMode guard;
+  at::Tensor ids = at::tensor(std::vector<int64_t>{464, 2068, 7586}).unsqueeze(0);
+  EXPECT_TRUE(lm->forward(ids, at::ones_like(ids), nullptr).isfinite().all().item<bool>());
+  // With project_in/out (post-LN fixture) the embedding keeps its width.
+  o.model_path = test::fixture("opt_postln_f16_bin");
+  o.output_dir = tmp / "post";
+  prune::run_prune(o, ctx, identity);
+  EXPECT_EQ(io::read_json_file(tmp / "post/config.json")["word_embed_proj_dim"].get<int64_t>(), 16);
+  EXPECT_NO_THROW(model::load_causal_lm(tmp / "post", ctx));
+}
+
 TEST(Prune, RefusesBadOptions) {
   prune::PruneOptions o;
   o.model_path = "x";
@@ -244,6 +281,6 @@ TEST(Prune, RefusesBadOptions) {
   test::expect_error<UsageError>([&] { prune::validate(o); }, "structured pruning only");
   o.pruning_type = "structured";
   o.pruning_method = "magnitude";
-  o.structure = "hidden";
-  test::expect_error<UsageError>([&] { prune::validate(o); }, "not implemented yet");
+  o.structure = "heads";
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "removing attention heads cannot be expressed");
 }

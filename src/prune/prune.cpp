@@ -135,6 +135,120 @@ double perplexity_of(const std::string& dir, const std::string& eval_file, int64
   return eval::perplexity(*lm, tok->encode(text, true), max_length, 1, ctx).perplexity;
 }
 
+// Alignment of pruned widths that packed inputs need: 8, 32 for 3-bit rtn, and the rtn group.
+int64_t packed_alignment(const std::vector<LinearSlot>& slots, const nlohmann::json& config) {
+  int64_t align = 8;
+  for (const auto& s : slots) {
+    if (s.packed && s.packed->format() == "gptq") {
+      const nlohmann::json qc = config.value("quantization_config", nlohmann::json::object());
+      const int64_t bits = qc.value("bits", 4), group = qc.value("group_size", 128);
+      align = std::lcm(align, bits == 3 ? int64_t{32} : int64_t{8});
+      if (group > 0) align = std::lcm(align, group);
+      break;
+    }
+  }
+  return align;
+}
+
+// Shrinks hidden_size. OPT ties two widths to it: the residual stream (embeddings and
+// positions without a projection, every LayerNorm, the inputs of q/k/v/fc1/project_out, the
+// outputs of out_proj/fc2/project_in) and the attention width (outputs of q/k/v, inputs of
+// out_proj). The same number of residual channels and of dims in every head go; q_proj
+// absorbs the change of the attention scale so that kept attention logits are unchanged.
+void prune_hidden_width(const PruneOptions& o, const model::OptConfig& cfg, std::vector<LinearSlot>& slots,
+                        const io::StateDict& raw, std::map<std::string, at::Tensor>& narrowed, nlohmann::json& config,
+                        at::Generator& gen) {
+  const int64_t H = cfg.hidden_size, nh = cfg.num_attention_heads, hd = H / nh;
+  const int64_t align = std::lcm(packed_alignment(slots, config), nh);
+  const int64_t H2 = static_cast<int64_t>(std::floor(static_cast<double>(H) * (1.0 - o.pruning_ratio) / align)) * align;
+  if (H2 < align) {
+    throw UsageError("--pruning_ratio " + std::to_string(o.pruning_ratio) + " leaves no hidden width that is a multiple of " +
+                     std::to_string(align) + " (hidden_size " + std::to_string(H) + ")");
+  }
+  const int64_t hd2 = H2 / nh;
+  const bool proj = cfg.has_projections();
+  const std::string d = "model.decoder.";
+  auto get = [&](const std::string& k) -> at::Tensor {
+    auto it = narrowed.find(k);
+    if (it != narrowed.end()) return it->second;
+    auto r = raw.find(k);
+    return r == raw.end() ? at::Tensor() : r->second.to(c10::kFloat);
+  };
+  // Residual channel importance: squared weights touching the channel, everywhere.
+  at::Tensor imp = at::zeros({H}, at::TensorOptions().dtype(c10::kFloat));
+  auto add_cols = [&](const at::Tensor& t) { if (t.defined()) imp.add_(t.pow(2).sum(0)); };
+  auto add_rows = [&](const at::Tensor& t) { if (t.defined()) imp.add_(t.pow(2).reshape({H, -1}).sum(1)); };
+  if (!proj) add_cols(get(d + "embed_tokens.weight"));
+  add_cols(get(d + "embed_positions.weight"));
+  add_cols(get(d + "project_out.weight"));
+  add_rows(get(d + "project_in.weight"));
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    const std::string p = d + "layers." + std::to_string(i) + ".";
+    for (int64_t k = 0; k < 6; ++k) {
+      const LinearSlot& s = slots[static_cast<size_t>(i * 6 + k)];
+      if (k == 3 || k == 5) add_rows(s.weight);  // out_proj, fc2 write the residual
+      else add_cols(s.weight);                   // k, v, q, fc1 read it
+    }
+    add_rows(get(p + "self_attn.out_proj.bias"));
+    add_rows(get(p + "fc2.bias"));
+  }
+  if (o.pruning_method == "random") imp = at::rand({H}, gen);
+  const at::Tensor keep_res = at::tensor(top_indices(imp, H2));
+
+  auto narrow_cols = [&](const std::string& k) {
+    at::Tensor t = get(k);
+    if (t.defined()) narrowed[k] = t.index_select(1, keep_res).contiguous();
+  };
+  auto narrow_vec = [&](const std::string& k, const at::Tensor& idx) {
+    at::Tensor t = get(k);
+    if (t.defined()) narrowed[k] = t.index_select(0, idx).contiguous();
+  };
+  if (!proj) narrow_cols(d + "embed_tokens.weight");
+  narrow_cols(d + "embed_positions.weight");
+  narrow_cols(d + "project_out.weight");
+  if (raw.count(d + "project_in.weight")) narrowed[d + "project_in.weight"] = get(d + "project_in.weight").index_select(0, keep_res).contiguous();
+  for (const char* ln : {"final_layer_norm.weight", "final_layer_norm.bias"}) narrow_vec(d + ln, keep_res);
+  if (!proj && raw.count("lm_head.weight") && !cfg.tie_word_embeddings) narrow_cols("lm_head.weight");
+  const double fold = std::sqrt(static_cast<double>(hd2) / static_cast<double>(hd));  // hd^-0.5 / hd2^-0.5
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    const std::string p = d + "layers." + std::to_string(i) + ".";
+    LinearSlot& kp = slots[static_cast<size_t>(i * 6 + 0)];
+    LinearSlot& vp = slots[static_cast<size_t>(i * 6 + 1)];
+    LinearSlot& qp = slots[static_cast<size_t>(i * 6 + 2)];
+    LinearSlot& op = slots[static_cast<size_t>(i * 6 + 3)];
+    LinearSlot& f1 = slots[static_cast<size_t>(i * 6 + 4)];
+    LinearSlot& f2 = slots[static_cast<size_t>(i * 6 + 5)];
+    // Attention dims: the same count kept in every head, by the L2 norm of their q/k/v rows
+    // and out_proj column.
+    at::Tensor dim_imp = qp.weight.pow(2).sum(1) + kp.weight.pow(2).sum(1) + vp.weight.pow(2).sum(1) + op.weight.pow(2).sum(0);
+    if (o.pruning_method == "random") dim_imp = at::rand({H}, gen);
+    std::vector<int64_t> attn;
+    for (int64_t h = 0; h < nh; ++h) {
+      for (int64_t j : top_indices(dim_imp.slice(0, h * hd, (h + 1) * hd), hd2)) attn.push_back(h * hd + j);
+    }
+    const at::Tensor keep_attn = at::tensor(attn);
+    for (LinearSlot* s : {&kp, &vp, &qp}) s->weight = s->weight.index_select(0, keep_attn).index_select(1, keep_res).contiguous();
+    qp.weight.mul_(fold);
+    op.weight = op.weight.index_select(0, keep_res).index_select(1, keep_attn).contiguous();
+    f1.weight = f1.weight.index_select(1, keep_res).contiguous();
+    f2.weight = f2.weight.index_select(0, keep_res).contiguous();
+    for (const char* b : {"self_attn.k_proj.bias", "self_attn.v_proj.bias"}) narrow_vec(p + b, keep_attn);
+    narrow_vec(p + "self_attn.q_proj.bias", keep_attn);
+    if (narrowed.count(p + "self_attn.q_proj.bias")) narrowed[p + "self_attn.q_proj.bias"].mul_(fold);
+    for (const char* b : {"self_attn.out_proj.bias", "fc2.bias", "self_attn_layer_norm.weight", "self_attn_layer_norm.bias",
+                          "final_layer_norm.weight", "final_layer_norm.bias"}) {
+      narrow_vec(p + b, keep_res);
+    }
+  }
+  // Narrowed tensors keep their checkpoint dtype.
+  for (auto& [k, t] : narrowed) {
+    auto r = raw.find(k);
+    if (r != raw.end()) t = t.to(r->second.scalar_type());
+  }
+  config["hidden_size"] = H2;
+  if (!proj) config["word_embed_proj_dim"] = H2;
+}
+
 }  // namespace
 
 std::vector<std::string> pruning_methods() { return method_registry().names(); }
@@ -174,10 +288,12 @@ void validate(const PruneOptions& o) {
     throw UsageError("--scope global applies to unstructured pruning only (structured removes the same count per layer; "
                      "N:M is per group)");
   }
-  if (o.pruning_type == "structured" && o.structure != "ffn") {
-    throw UsageError("--structure: only ffn (whole FFN neurons) is available in this version, found '" + o.structure +
-                     "'; hidden-width pruning is not implemented yet, and removing attention heads cannot be expressed in "
-                     "transformers' OPT");
+  if (o.pruning_type == "structured" && o.structure != "ffn" && o.structure != "hidden") {
+    throw UsageError("--structure: expected ffn (FFN neurons) or hidden (hidden_size), found '" + o.structure +
+                     "' (removing attention heads cannot be expressed in transformers' OPT)");
+  }
+  if (o.structure == "hidden" && o.pruning_method != "magnitude" && o.pruning_method != "random") {
+    throw UsageError("--structure hidden ranks channels by magnitude or random");
   }
   io::parse_byte_size(o.max_shard_size);
 }
@@ -255,19 +371,10 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     nm = parse_pattern(o.sparsity_pattern);
     requested = 1.0 - static_cast<double>(nm.first) / static_cast<double>(nm.second);
   }
-  if (o.pruning_type == "structured") {
+  if (o.pruning_type == "structured" && o.structure == "ffn") {
     // Whole FFN neurons, the same count in every layer, rounded down to keep packed formats
     // aligned (8; 32 for 3-bit rtn; a multiple of the rtn group size).
-    int64_t align = 8;
-    for (const auto& s : slots) {
-      if (s.packed && s.packed->format() == "gptq") {
-        const nlohmann::json qc = config.value("quantization_config", nlohmann::json::object());
-        const int64_t bits = qc.value("bits", 4), group = qc.value("group_size", 128);
-        align = std::lcm(align, bits == 3 ? int64_t{32} : int64_t{8});
-        if (group > 0) align = std::lcm(align, group);
-        break;
-      }
-    }
+    const int64_t align = packed_alignment(slots, config);
     kept_neurons = static_cast<int64_t>(std::floor(static_cast<double>(F) * (1.0 - o.pruning_ratio) / align)) * align;
     if (kept_neurons < align) {
       throw UsageError("--pruning_ratio " + std::to_string(o.pruning_ratio) + " would leave fewer than " +
@@ -321,7 +428,9 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     return updated;
   };
 
-  if (o.pruning_type == "unstructured" && o.scope == "global") {
+  if (o.pruning_type == "structured" && o.structure == "hidden") {
+    prune_hidden_width(o, cfg, slots, raw, narrowed, config, gen);
+  } else if (o.pruning_type == "unstructured" && o.scope == "global") {
     std::vector<at::Tensor> scores;
     for (auto& s : slots) scores.push_back(method.weight_scores(s.weight, nullptr, gen));
     const auto masks = global_lowest_fraction_masks(scores, o.pruning_ratio);
@@ -426,7 +535,11 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   m["pruning_method"] = o.pruning_method;
   m["requested_sparsity"] = requested;
   m["achieved_sparsity"] = static_cast<double>(linear_zeros) / static_cast<double>(linear_total);
-  if (o.pruning_type == "structured") {
+  if (o.pruning_type == "structured" && o.structure == "hidden") {
+    m["hidden_size_before"] = H;
+    m["hidden_size_after"] = config["hidden_size"];
+    m["achieved_ratio"] = 1.0 - config["hidden_size"].get<double>() / static_cast<double>(H);
+  } else if (o.pruning_type == "structured") {
     m["ffn_dim_before"] = F;
     m["ffn_dim_after"] = kept_neurons;
     m["achieved_ratio"] = 1.0 - static_cast<double>(kept_neurons) / static_cast<double>(F);
