@@ -251,6 +251,15 @@ TEST(Prune, HiddenWidthShrinksEveryTiedWidth) {
   prune::run_prune(o, ctx, identity);
   EXPECT_EQ(io::read_json_file(tmp / "post/config.json")["word_embed_proj_dim"].get<int64_t>(), 16);
   EXPECT_NO_THROW(model::load_causal_lm(tmp / "post", ctx));
+  // Activation importance (one calibration pass) picks channels too.
+  o.pruning_method = "activation";
+  o.calibration_file = test::fixture("eval.txt");
+  o.num_calibration_samples = 4;
+  o.calibration_seq_len = 32;
+  o.output_dir = tmp / "post-act";
+  prune::run_prune(o, ctx, identity);
+  EXPECT_EQ(io::read_json_file(tmp / "post-act/config.json")["hidden_size"].get<int64_t>(), 24);
+  EXPECT_NO_THROW(model::load_causal_lm(tmp / "post-act", ctx));
 }
 
 TEST(Prune, RefusesBadOptions) {

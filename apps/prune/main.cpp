@@ -6,8 +6,8 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "prune: remove weights of the decoder layers' Linears and write a Hugging Face model directory.\n"
-      "Structured pruning removes whole FFN neurons (the model shrinks); removing attention heads cannot be\n"
-      "expressed in transformers' OPT, and hidden-width pruning is not in this version."};
+      "Structured pruning removes whole FFN neurons or hidden channels (the model shrinks); removing attention\n"
+      "heads cannot be expressed in transformers' OPT and is not offered."};
   llmc::prune::PruneOptions o;
   app.add_option("--model_path", o.model_path, "model directory or hub id (quantized inputs are re-quantized)")->required();
   app.add_option("--output_dir", o.output_dir, "where the pruned model directory goes")->required();
@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   app.add_option("--pruning_type", o.pruning_type, "structured (FFN neurons) | unstructured | semi_structured");
   app.add_option("--sparsity_pattern", o.sparsity_pattern, "N:M for semi_structured (2:4, 4:8)");
   app.add_option("--scope", o.scope, "layer (same ratio per Linear) | global (one threshold; unstructured)");
-  app.add_option("--structure", o.structure, "structured: ffn");
+  app.add_option("--structure", o.structure, "structured: ffn (FFN neurons) | hidden (hidden_size)");
   app.add_option("--calibration_file", o.calibration_file, "text for the calibration-based methods");
   app.add_option("--num_calibration_samples", o.num_calibration_samples, "calibration sequences (sampled with --seed)");
   app.add_option("--calibration_seq_len", o.calibration_seq_len, "tokens per calibration sequence");

@@ -135,6 +135,71 @@ double perplexity_of(const std::string& dir, const std::string& eval_file, int64
   return eval::perplexity(*lm, tok->encode(text, true), max_length, 1, ctx).perplexity;
 }
 
+// Calibration: num_calibration_samples windows of calibration_seq_len tokens at seeded random
+// offsets of the tokenized file, embedded for decoder layer 0, in batches of 8.
+struct CalibrationInputs {
+  std::vector<at::Tensor> hidden;
+  std::vector<at::Tensor> masks;
+};
+
+CalibrationInputs calibration_inputs(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const PruneOptions& o,
+                                     at::Generator& gen) {
+  const std::vector<int64_t> ids = tok.encode(eval::read_eval_text(o.calibration_file), true);
+  const int64_t T = std::min<int64_t>({o.calibration_seq_len, static_cast<int64_t>(ids.size()), lm.info().max_positions});
+  if (T < 2) throw InputError(o.calibration_file + ": too little text for calibration");
+  CalibrationInputs c;
+  constexpr int64_t kBatch = 8;
+  for (int64_t n0 = 0; n0 < o.num_calibration_samples; n0 += kBatch) {
+    const int64_t nb = std::min(kBatch, o.num_calibration_samples - n0);
+    at::Tensor batch = at::empty({nb, T}, at::TensorOptions().dtype(c10::kLong));
+    for (int64_t r = 0; r < nb; ++r) {
+      const int64_t span = static_cast<int64_t>(ids.size()) - T;
+      const int64_t start = span > 0 ? at::randint(span + 1, {1}, gen).item<int64_t>() : 0;
+      for (int64_t t = 0; t < T; ++t) batch[r][t] = ids[static_cast<size_t>(start + t)];
+    }
+    c10::InferenceMode guard;
+    auto [h, mask] = lm.embed(batch.to(lm.device()), at::ones({nb, T}, batch.options()).to(lm.device()));
+    c.hidden.push_back(h);
+    c.masks.push_back(mask);
+  }
+  return c;
+}
+
+// Sum of |x| per feature of a [..., n] tensor, in float64 on the CPU.
+at::Tensor abs_sum(const at::Tensor& x) { return x.reshape({-1, x.size(-1)}).to(c10::kCPU, c10::kDouble).abs().sum(0); }
+
+// Activation importance for hidden-width pruning, from one unpruned pass over the
+// calibration data: mean |value| of each residual channel over every layer's input, and of
+// each attention dim (out_proj's input) per layer.
+struct HiddenActivations {
+  at::Tensor residual;              // [H]
+  std::vector<at::Tensor> attention;  // per layer [H]
+};
+
+HiddenActivations hidden_activations(const std::string& dir, const PruneOptions& o, const RunContext& ctx,
+                                     at::Generator& gen) {
+  auto lm = model::load_causal_lm(dir, ctx);
+  auto tok = tokenizer::load_tokenizer(dir);
+  CalibrationInputs c = calibration_inputs(*lm, *tok, o, gen);
+  HiddenActivations a;
+  c10::InferenceMode guard;
+  for (int64_t i = 0; i < lm->info().num_layers; ++i) {
+    at::Tensor attn;
+    const std::string out_proj = "model.decoder.layers." + std::to_string(i) + ".self_attn.out_proj";
+    auto observe = [&](const std::string& name, const at::Tensor& x) {
+      if (name != out_proj) return;
+      attn = attn.defined() ? attn + abs_sum(x) : abs_sum(x);
+    };
+    for (size_t b = 0; b < c.hidden.size(); ++b) {
+      a.residual = a.residual.defined() ? a.residual + abs_sum(c.hidden[b]) : abs_sum(c.hidden[b]);
+      c.hidden[b] = lm->run_layer(i, c.hidden[b], c.masks[b], observe);
+    }
+    a.attention.push_back(attn.to(c10::kFloat));
+  }
+  a.residual = a.residual.to(c10::kFloat);
+  return a;
+}
+
 // Alignment of pruned widths that packed inputs need: 8, 32 for 3-bit rtn, and the rtn group.
 int64_t packed_alignment(const std::vector<LinearSlot>& slots, const nlohmann::json& config) {
   int64_t align = 8;
@@ -157,7 +222,7 @@ int64_t packed_alignment(const std::vector<LinearSlot>& slots, const nlohmann::j
 // absorbs the change of the attention scale so that kept attention logits are unchanged.
 void prune_hidden_width(const PruneOptions& o, const model::OptConfig& cfg, std::vector<LinearSlot>& slots,
                         const io::StateDict& raw, std::map<std::string, at::Tensor>& narrowed, nlohmann::json& config,
-                        at::Generator& gen) {
+                        at::Generator& gen, const HiddenActivations* acts) {
   const int64_t H = cfg.hidden_size, nh = cfg.num_attention_heads, hd = H / nh;
   const int64_t align = std::lcm(packed_alignment(slots, config), nh);
   const int64_t H2 = static_cast<int64_t>(std::floor(static_cast<double>(H) * (1.0 - o.pruning_ratio) / align)) * align;
@@ -193,6 +258,7 @@ void prune_hidden_width(const PruneOptions& o, const model::OptConfig& cfg, std:
     add_rows(get(p + "fc2.bias"));
   }
   if (o.pruning_method == "random") imp = at::rand({H}, gen);
+  if (acts != nullptr) imp = acts->residual;
   const at::Tensor keep_res = at::tensor(top_indices(imp, H2));
 
   auto narrow_cols = [&](const std::string& k) {
@@ -222,6 +288,7 @@ void prune_hidden_width(const PruneOptions& o, const model::OptConfig& cfg, std:
     // and out_proj column.
     at::Tensor dim_imp = qp.weight.pow(2).sum(1) + kp.weight.pow(2).sum(1) + vp.weight.pow(2).sum(1) + op.weight.pow(2).sum(0);
     if (o.pruning_method == "random") dim_imp = at::rand({H}, gen);
+    if (acts != nullptr) dim_imp = acts->attention[static_cast<size_t>(i)];
     std::vector<int64_t> attn;
     for (int64_t h = 0; h < nh; ++h) {
       for (int64_t j : top_indices(dim_imp.slice(0, h * hd, (h + 1) * hd), hd2)) attn.push_back(h * hd + j);
@@ -292,9 +359,7 @@ void validate(const PruneOptions& o) {
     throw UsageError("--structure: expected ffn (FFN neurons) or hidden (hidden_size), found '" + o.structure +
                      "' (removing attention heads cannot be expressed in transformers' OPT)");
   }
-  if (o.structure == "hidden" && o.pruning_method != "magnitude" && o.pruning_method != "random") {
-    throw UsageError("--structure hidden ranks channels by magnitude or random");
-  }
+
   io::parse_byte_size(o.max_shard_size);
 }
 
@@ -429,7 +494,9 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   };
 
   if (o.pruning_type == "structured" && o.structure == "hidden") {
-    prune_hidden_width(o, cfg, slots, raw, narrowed, config, gen);
+    HiddenActivations acts;
+    if (method.needs_calibration) acts = hidden_activations(dir, o, ctx, gen);
+    prune_hidden_width(o, cfg, slots, raw, narrowed, config, gen, method.needs_calibration ? &acts : nullptr);
   } else if (o.pruning_type == "unstructured" && o.scope == "global") {
     std::vector<at::Tensor> scores;
     for (auto& s : slots) scores.push_back(method.weight_scores(s.weight, nullptr, gen));
@@ -443,24 +510,9 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     // activations.
     auto lm = model::load_causal_lm(dir, ctx);
     auto tok = tokenizer::load_tokenizer(dir);
-    const std::vector<int64_t> ids = tok->encode(eval::read_eval_text(o.calibration_file), true);
-    const int64_t T = std::min<int64_t>({o.calibration_seq_len, static_cast<int64_t>(ids.size()), lm->info().max_positions});
-    if (T < 2) throw InputError(o.calibration_file + ": too little text for calibration");
-    std::vector<at::Tensor> hidden, masks;
-    constexpr int64_t kBatch = 8;
-    for (int64_t n0 = 0; n0 < o.num_calibration_samples; n0 += kBatch) {
-      const int64_t nb = std::min(kBatch, o.num_calibration_samples - n0);
-      at::Tensor batch = at::empty({nb, T}, at::TensorOptions().dtype(c10::kLong));
-      for (int64_t r = 0; r < nb; ++r) {
-        const int64_t span = static_cast<int64_t>(ids.size()) - T;
-        const int64_t start = span > 0 ? at::randint(span + 1, {1}, gen).item<int64_t>() : 0;
-        for (int64_t t = 0; t < T; ++t) batch[r][t] = ids[static_cast<size_t>(start + t)];
-      }
-      c10::InferenceMode guard;
-      auto [h, mask] = lm->embed(batch.to(lm->device()), at::ones({nb, T}, batch.options()).to(lm->device()));
-      hidden.push_back(h);
-      masks.push_back(mask);
-    }
+    CalibrationInputs calib = calibration_inputs(*lm, *tok, o, gen);
+    std::vector<at::Tensor>& hidden = calib.hidden;
+    const std::vector<at::Tensor>& masks = calib.masks;
     Progress layers_progress("calibrated layers", cfg.num_hidden_layers, ctx.progress, "layer");
     for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
       ctx.check_cancelled();
