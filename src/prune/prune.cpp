@@ -29,6 +29,7 @@
 #include "llmc/io/json_file.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/model/causal_lm.h"
+#include "llmc/model/layer_driver.h"
 #include "llmc/model/opt_config.h"
 #include "llmc/model/packed_weight.h"
 #include "llmc/prune/masks.h"
@@ -135,34 +136,9 @@ double perplexity_of(const std::string& dir, const std::string& eval_file, int64
   return eval::perplexity(*lm, tok->encode(text, true), max_length, 1, ctx).perplexity;
 }
 
-// Calibration: num_calibration_samples windows of calibration_seq_len tokens at seeded random
-// offsets of the tokenized file, embedded for decoder layer 0, in batches of 8.
-struct CalibrationInputs {
-  std::vector<at::Tensor> hidden;
-  std::vector<at::Tensor> masks;
-};
-
-CalibrationInputs calibration_inputs(model::CausalLM& lm, const tokenizer::Tokenizer& tok, const PruneOptions& o,
-                                     at::Generator& gen) {
-  const std::vector<int64_t> ids = tok.encode(eval::read_eval_text(o.calibration_file), true);
-  const int64_t T = std::min<int64_t>({o.calibration_seq_len, static_cast<int64_t>(ids.size()), lm.info().max_positions});
-  if (T < 2) throw InputError(o.calibration_file + ": too little text for calibration");
-  CalibrationInputs c;
-  constexpr int64_t kBatch = 8;
-  for (int64_t n0 = 0; n0 < o.num_calibration_samples; n0 += kBatch) {
-    const int64_t nb = std::min(kBatch, o.num_calibration_samples - n0);
-    at::Tensor batch = at::empty({nb, T}, at::TensorOptions().dtype(c10::kLong));
-    for (int64_t r = 0; r < nb; ++r) {
-      const int64_t span = static_cast<int64_t>(ids.size()) - T;
-      const int64_t start = span > 0 ? at::randint(span + 1, {1}, gen).item<int64_t>() : 0;
-      for (int64_t t = 0; t < T; ++t) batch[r][t] = ids[static_cast<size_t>(start + t)];
-    }
-    c10::InferenceMode guard;
-    auto [h, mask] = lm.embed(batch.to(lm.device()), at::ones({nb, T}, batch.options()).to(lm.device()));
-    c.hidden.push_back(h);
-    c.masks.push_back(mask);
-  }
-  return c;
+// The calibration token ids of --calibration_file, tokenized like the model's text.
+std::vector<int64_t> calibration_ids(const std::string& dir, const PruneOptions& o) {
+  return tokenizer::load_tokenizer(dir)->encode(eval::read_eval_text(o.calibration_file), true);
 }
 
 // Sum of |x| per feature of a [..., n] tensor, in float64 on the CPU.
@@ -179,22 +155,18 @@ struct HiddenActivations {
 HiddenActivations hidden_activations(const std::string& dir, const PruneOptions& o, const RunContext& ctx,
                                      at::Generator& gen) {
   auto lm = model::load_causal_lm(dir, ctx);
-  auto tok = tokenizer::load_tokenizer(dir);
-  CalibrationInputs c = calibration_inputs(*lm, *tok, o, gen);
+  model::LayerDriver driver(*lm, calibration_ids(dir, o), o.num_calibration_samples, o.calibration_seq_len, gen);
   HiddenActivations a;
   c10::InferenceMode guard;
-  for (int64_t i = 0; i < lm->info().num_layers; ++i) {
+  for (int64_t i = 0; i < driver.num_layers(); ++i) {
+    for (const auto& h : driver.inputs()) a.residual = a.residual.defined() ? a.residual + abs_sum(h) : abs_sum(h);
     at::Tensor attn;
     const std::string out_proj = "model.decoder.layers." + std::to_string(i) + ".self_attn.out_proj";
-    auto observe = [&](const std::string& name, const at::Tensor& x) {
-      if (name != out_proj) return;
-      attn = attn.defined() ? attn + abs_sum(x) : abs_sum(x);
-    };
-    for (size_t b = 0; b < c.hidden.size(); ++b) {
-      a.residual = a.residual.defined() ? a.residual + abs_sum(c.hidden[b]) : abs_sum(c.hidden[b]);
-      c.hidden[b] = lm->run_layer(i, c.hidden[b], c.masks[b], observe);
-    }
+    driver.observe([&](const std::string& name, const at::Tensor& x) {
+      if (name == out_proj) attn = attn.defined() ? attn + abs_sum(x) : abs_sum(x);
+    });
     a.attention.push_back(attn.to(c10::kFloat));
+    driver.advance();
   }
   a.residual = a.residual.to(c10::kFloat);
   return a;
@@ -509,10 +481,7 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     // -> run the pruned layer to get the inputs of layer i + 1. Memory: one layer's
     // activations.
     auto lm = model::load_causal_lm(dir, ctx);
-    auto tok = tokenizer::load_tokenizer(dir);
-    CalibrationInputs calib = calibration_inputs(*lm, *tok, o, gen);
-    std::vector<at::Tensor>& hidden = calib.hidden;
-    const std::vector<at::Tensor>& masks = calib.masks;
+    model::LayerDriver driver(*lm, calibration_ids(dir, o), o.num_calibration_samples, o.calibration_seq_len, gen);
     Progress layers_progress("calibrated layers", cfg.num_hidden_layers, ctx.progress, "layer");
     for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
       ctx.check_cancelled();
@@ -528,13 +497,9 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
         st.sum_abs.add_(x2.abs().sum(0));
         st.tokens += x2.size(0);
       };
-      {
-        c10::InferenceMode guard;
-        for (size_t b = 0; b < hidden.size(); ++b) lm->run_layer(i, hidden[b], masks[b], observe);
-      }
+      driver.observe(observe);
       for (const auto& [prefix, w] : prune_layer(i, &stats)) lm->set_linear_weight(prefix.substr(0, prefix.size() - 1), w);
-      c10::InferenceMode guard;
-      for (size_t b = 0; b < hidden.size(); ++b) hidden[b] = lm->run_layer(i, hidden[b], masks[b], nullptr);
+      driver.advance();  // the pruned layer makes the next layer's inputs
       layers_progress.advance();
     }
     layers_progress.finish();
