@@ -4,6 +4,8 @@ find_package(nlohmann_json 3 REQUIRED)  # nlohmann-json3-dev
 find_package(CLI11 REQUIRED)            # libcli11-dev
 find_package(spdlog REQUIRED)           # libspdlog-dev
 find_package(Threads REQUIRED)
+find_package(CURL REQUIRED)            # libcurl4-openssl-dev (hub downloads)
+find_package(OpenSSL REQUIRED)         # libssl-dev (sha256 of downloaded LFS files)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)   # libpcre2-dev (Unicode classes for GPT-2)
 

@@ -10,6 +10,7 @@ packages=(
   libtorch-dev            # LibTorch 1.13 (CPU)
   libopenblas0-pthread    # without it LibTorch falls back to reference BLAS (~15x slower matmuls)
   libcli11-dev nlohmann-json3-dev libspdlog-dev libpcre2-dev
+  libcurl4-openssl-dev libssl-dev   # hub downloads, sha256 of LFS files
   libsentencepiece-dev sentencepiece   # the library, and spm_train/spm_encode for test fixtures
   libgtest-dev
   python3-torch           # Debian's torch for test fixtures and the reference implementation

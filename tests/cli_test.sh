@@ -53,7 +53,7 @@ expect 2 bad-top-p -- "$ev" --model_name_or_path "$m" --prompt hi --do_sample --
 # Bad inputs: exit 3 with the file or tensor named.
 expect 3 missing-dir -- "$ev" --model_name_or_path "$fx/does/not/exist" "${q[@]}"
 expect_grep "$tmp/err" "looked in" missing-dir-message
-expect 3 hub-miss -- env HF_HUB_CACHE="$tmp/cache" "$ev" --model_name_or_path facebook/opt-125m "${q[@]}"
+expect 3 hub-miss -- env HF_HUB_OFFLINE=1 HF_HUB_CACHE="$tmp/cache" "$ev" --model_name_or_path facebook/opt-125m "${q[@]}"
 expect_grep "$tmp/err" "models--facebook--opt-125m" hub-miss-message
 for case in no_config:config.json config_not_json:"not valid JSON" config_missing_field:hidden_size \
             bad_model_type:"unsupported model_type 'llama_x' (supported: opt)" st_truncated:model.safetensors \
@@ -107,7 +107,7 @@ mkdir -p "$snap" "$cache/models--llmc--tiny/refs"
 cp "$m"/* "$snap/"
 printf 0123456789abcdef0123456789abcdef01234567 >"$cache/models--llmc--tiny/refs/main"
 expect 0 hub-cache-hit -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --eval_file "$fx/eval.txt" "${q[@]}"
-expect 3 hub-cache-revision-miss -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --revision v9 "${q[@]}"
+expect 3 hub-cache-revision-miss -- env HF_HUB_OFFLINE=1 HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --revision v9 "${q[@]}"
 
 # quantize: the quick start's flags, then evaluate on the result; bad combinations are exit 2.
 qargs=(--model_name_or_path "$fx/opt_postln_f16_bin" --quantization_method bitsandbytes --quantization_bits 4 --blocksize 32)

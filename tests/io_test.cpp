@@ -274,9 +274,11 @@ TEST_F(HubCache, ResolvesRefsToSnapshots) {
 }
 
 TEST_F(HubCache, AMissListsWhereItLooked) {
+  setenv("HF_HUB_OFFLINE", "1", 1);  // no download attempt (tests/hub_test.sh covers downloads)
   expect_error<InputError>([&] { io::resolve_model_dir("facebook/opt-nope", "main"); },
                            "models--facebook--opt-nope/refs/main");
   expect_error<InputError>([&] { io::resolve_model_dir("facebook/opt-tiny", "v2"); }, "refs/v2");
+  unsetenv("HF_HUB_OFFLINE");
 }
 
 TEST(HubCacheEnv, FollowsTheDocumentedVariables) {

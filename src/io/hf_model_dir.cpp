@@ -7,6 +7,7 @@
 #include <set>
 
 #include "llmc/core/error.h"
+#include "llmc/io/hub_download.h"
 #include "llmc/io/json_file.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/io/torch_checkpoint.h"
@@ -94,9 +95,10 @@ std::string resolve_model_dir(const std::string& model_arg, const std::string& r
       looked.push_back(snap.string());
     }
   }
+  if (looks_like_id && !hub_offline()) return download_model(model_arg, revision, true);
   std::string msg = "model '" + model_arg + "' not found (revision " + revision + "); looked in:";
   for (const auto& l : looked) msg += "\n  " + l;
-  msg += "\n(downloading from the hub is not supported yet: put the model in a directory or the Hugging Face cache)";
+  if (looks_like_id) msg += "\n(HF_HUB_OFFLINE is set: not downloading)";
   throw InputError(msg);
 }
 
