@@ -8,7 +8,7 @@ model repo at one fixed commit:
       X-Linked-Etag = sha256, X-Linked-Size, X-Repo-Commit
   GET /cdn/<sha256>   the content, with Range; refuses any Authorization header (400)
 
-Failure injection by repo name: org "gated" needs "Authorization: Bearer good" (else 401);
+Failure injection by repo name: "flaky" answers 503 once per file; org "gated" needs "Authorization: Bearer good" (else 401);
 name "cut" drops the connection halfway through the first CDN download; name "corrupt"
 serves wrong bytes from the CDN. Prints the port on stdout, then serves until killed.
   /usr/bin/python3 tests/hub_server.py REPOS
@@ -21,6 +21,7 @@ import sys
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 ROOT = sys.argv[1]
 CUT_DONE = set()
+FLAKY_DONE = set()
 BY_SHA = {}
 
 
@@ -60,7 +61,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if org == "gated" and self.headers.get("Authorization") != "Bearer good":
             return self._send(401, {}, b"gated", head)
         path = os.path.join(repo, fname)
-        if not os.path.isdir(repo) or not os.path.isfile(path):
+        if not os.path.isdir(repo):
+            return self._send(404, {"X-Error-Code": "RepoNotFound"}, b"no repo", head)
+        if name == "flaky" and fname not in FLAKY_DONE:  # one 503 per file first
+            FLAKY_DONE.add(fname)
+            return self._send(503, {}, b"busy", head)
+        if not os.path.isfile(path):
             return self._send(404, {"X-Error-Code": "EntryNotFound"}, b"missing", head)
         data = open(path, "rb").read()
         if is_lfs(fname):

@@ -11,7 +11,7 @@ tmp=$(mktemp -d)
 pass=0
 fail=0
 repos="$tmp/repos"
-for r in llmc/tiny gated/tiny llmc/cut llmc/corrupt; do
+for r in llmc/tiny gated/tiny llmc/cut llmc/corrupt llmc/flaky; do
   mkdir -p "$repos/$r"
   cp "$fx/opt_preln_f32"/* "$repos/$r/"
 done
@@ -64,8 +64,10 @@ expect 3 gated -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path gated/tin
 check gated-message -- grep -q "HF_TOKEN" "$tmp/err"
 expect 0 gated-with-token -- env HF_HUB_CACHE="$cache" HF_TOKEN=good "$ev" --model_name_or_path gated/tiny "${q[@]}"
 expect 3 not-found -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/nope "${q[@]}"
-check not-found-message -- grep -q "neither a local directory nor found on the hub" "$tmp/err"
+check not-found-message -- grep -q "neither a local directory nor found on the hub (no such repo)" "$tmp/err"
 expect 3 bad-revision -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/tiny --revision nope "${q[@]}"
+check bad-revision-message -- grep -q "no revision 'nope'" "$tmp/err"
+expect 0 retry-5xx -- env HF_HUB_CACHE="$cache" "$ev" --model_name_or_path llmc/flaky "${q[@]}"
 expect 4 unreachable -- env HF_HUB_CACHE="$cache" HF_ENDPOINT=http://127.0.0.1:9 "$ev" --model_name_or_path llmc/fresh "${q[@]}"
 check unreachable-message -- grep -q "HF_HUB_OFFLINE=1" "$tmp/err"
 # Two processes fetching the same model at once leave one consistent cache.

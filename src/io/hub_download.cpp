@@ -169,6 +169,7 @@ Response request(const std::string& url, bool head, bool auth, Sink* sink, int64
 }
 
 struct FileMeta {
+  std::string error_code;  // X-Error-Code of a 404 (RepoNotFound, RevisionNotFound, EntryNotFound)
   std::string commit;
   std::string etag;
   int64_t size{-1};
@@ -216,7 +217,9 @@ FileMeta file_metadata(const std::string& repo, const std::string& revision, con
     }
     if (r.status == 404) {
       missing = true;
-      return {};
+      FileMeta m;
+      m.error_code = r.headers["x-error-code"];
+      return m;
     }
     if (r.status >= 300 && r.status < 400 && r.headers.count("location")) {
       const std::string loc = r.headers["location"];
@@ -385,8 +388,12 @@ std::string download_model(const std::string& repo, const std::string& revision,
   bool missing = false;
   const FileMeta config = file_metadata(repo, revision, "config.json", missing);
   if (missing) {
-    throw InputError("'" + repo + "' is neither a local directory nor found on the hub at revision " + revision +
-                     " (no config.json: check the repo id and --revision)");
+    const std::string which = config.error_code == "RevisionNotFound" ? "the repo has no revision '" + revision + "'"
+                              : config.error_code == "EntryNotFound"  ? "the repo has no config.json at revision " + revision
+                              : config.error_code == "RepoNotFound"   ? "no such repo"
+                                                                      : "no config.json at revision " + revision +
+                                                                          ": check the repo id and --revision";
+    throw InputError("'" + repo + "' is neither a local directory nor found on the hub (" + which + ")");
   }
   const std::string commit = config.commit;
   const fs::path snapshot = root / "snapshots" / commit;
