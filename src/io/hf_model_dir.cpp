@@ -8,6 +8,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/io/hub_download.h"
+#include "env.h"
 #include "llmc/io/json_file.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/io/torch_checkpoint.h"
@@ -17,11 +18,6 @@ namespace llmc::io {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : std::string();
-}
 
 bool is_commit_hash(const std::string& s) {
   return s.size() == 40 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
@@ -55,16 +51,17 @@ std::vector<std::string> shards_from_index(const std::string& dir, const std::st
 
 }  // namespace
 
+std::string hf_home_dir() {
+  if (auto home = env_string("HF_HOME"); !home.empty()) return home;
+  std::string xdg = env_string("XDG_CACHE_HOME");
+  if (xdg.empty()) xdg = (fs::path(env_string("HOME").empty() ? "/root" : env_string("HOME")) / ".cache").string();
+  return (fs::path(xdg) / "huggingface").string();
+}
+
 std::string hf_hub_cache_dir() {
-  if (auto v = env("HF_HUB_CACHE"); !v.empty()) return v;
-  if (auto v = env("HUGGINGFACE_HUB_CACHE"); !v.empty()) return v;
-  std::string home = env("HF_HOME");
-  if (home.empty()) {
-    std::string xdg = env("XDG_CACHE_HOME");
-    if (xdg.empty()) xdg = (fs::path(env("HOME").empty() ? "/root" : env("HOME")) / ".cache").string();
-    home = (fs::path(xdg) / "huggingface").string();
-  }
-  return (fs::path(home) / "hub").string();
+  if (auto v = env_string("HF_HUB_CACHE"); !v.empty()) return v;
+  if (auto v = env_string("HUGGINGFACE_HUB_CACHE"); !v.empty()) return v;
+  return (fs::path(hf_home_dir()) / "hub").string();
 }
 
 std::string resolve_model_dir(const std::string& model_arg, const std::string& revision) {

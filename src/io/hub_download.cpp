@@ -22,6 +22,7 @@
 #include "llmc/core/logging.h"
 #include "llmc/core/progress.h"
 #include "llmc/io/hf_model_dir.h"
+#include "env.h"
 #include "llmc/io/json_file.h"
 
 namespace llmc::io {
@@ -30,18 +31,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::string(v) : std::string();
-}
-
 bool truthy(std::string v) {
   std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::toupper(c); });
   return v == "1" || v == "ON" || v == "YES" || v == "TRUE";
 }
 
 std::string endpoint() {
-  std::string e = env("HF_ENDPOINT");
+  std::string e = env_string("HF_ENDPOINT");
   if (e.empty()) e = "https://huggingface.co";
   while (!e.empty() && e.back() == '/') e.pop_back();
   return e;
@@ -49,14 +45,10 @@ std::string endpoint() {
 
 std::string token() {
   for (const char* name : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}) {
-    if (auto t = env(name); !t.empty()) return t;
+    if (auto t = env_string(name); !t.empty()) return t;
   }
-  std::string path = env("HF_TOKEN_PATH");
-  if (path.empty()) {
-    std::string home = env("HF_HOME");
-    if (home.empty()) home = (fs::path(env("HOME").empty() ? "/root" : env("HOME")) / ".cache" / "huggingface").string();
-    path = (fs::path(home) / "token").string();
-  }
+  std::string path = env_string("HF_TOKEN_PATH");
+  if (path.empty()) path = (fs::path(hf_home_dir()) / "token").string();
   std::ifstream in(path);
   std::string t;
   std::getline(in, t);
@@ -183,7 +175,7 @@ std::string normalize_etag(std::string e) {
 }
 
 int backoff_ms(int attempt) {
-  const std::string base = env("LLMC_HUB_BACKOFF_MS");
+  const std::string base = env_string("LLMC_HUB_BACKOFF_MS");
   const int b = base.empty() ? 500 : std::max(1, std::atoi(base.c_str()));
   return b * (1 << attempt);
 }
@@ -373,7 +365,7 @@ void link_snapshot(const fs::path& snapshot, const std::string& file, const std:
 
 }  // namespace
 
-bool hub_offline() { return truthy(env("HF_HUB_OFFLINE")) || truthy(env("TRANSFORMERS_OFFLINE")); }
+bool hub_offline() { return truthy(env_string("HF_HUB_OFFLINE")) || truthy(env_string("TRANSFORMERS_OFFLINE")); }
 
 std::string download_model(const std::string& repo, const std::string& revision, bool progress) {
   static const bool curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;

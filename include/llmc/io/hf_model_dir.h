@@ -9,6 +9,9 @@
 
 namespace llmc::io {
 
+// $HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface.
+std::string hf_home_dir();
+
 // The hub cache root: $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub,
 // else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub.
 std::string hf_hub_cache_dir();
