@@ -26,8 +26,6 @@ const Registry<Factory>& model_registry() {
 
 }  // namespace
 
-std::vector<std::string> supported_model_types() { return model_registry().names(); }
-
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const RunContext& ctx) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   std::error_code ec;

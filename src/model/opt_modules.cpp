@@ -61,8 +61,9 @@ at::Tensor dense_matvec(const at::Tensor& weight, const at::Tensor& x) {
   return y.reshape(f.out_shape);
 }
 
-// y = x W^T for longer inputs: float32 W goes to BLAS directly; float16 W tile by tile.
-at::Tensor half_tiled_linear(const at::Tensor& weight, const at::Tensor& x) {
+// y = x W^T for longer inputs: float32 W goes to BLAS directly; float16 W is converted tile by
+// tile (never a whole float32 copy).
+at::Tensor tiled_linear(const at::Tensor& weight, const at::Tensor& x) {
   if (weight.scalar_type() == c10::kFloat) return at::linear(x, weight);
   const int64_t out = weight.size(0), in = weight.size(1);
   FlatInput f = flatten_input(x, in, out);
@@ -94,7 +95,7 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     const bool cpu_f32 = weight.device().is_cpu() && x.scalar_type() == c10::kFloat && !at::GradMode::is_enabled();
     const bool half = cpu_f32 && weight.scalar_type() == c10::kHalf;
     if (cpu_f32 && (weight.scalar_type() == c10::kFloat || half)) {
-      at::Tensor y = x.numel() / x.size(-1) <= 4 ? dense_matvec(weight, x) : half_tiled_linear(weight, x);
+      at::Tensor y = x.numel() / x.size(-1) <= 4 ? dense_matvec(weight, x) : tiled_linear(weight, x);
       return bias.defined() ? y + bias.to(y.scalar_type()) : y;
     }
     return at::linear(x, weight, bias);

@@ -40,13 +40,4 @@ void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn
   at::parallel_for(0, rows, 16, [&](int64_t a, int64_t b) { fn(a, b); });
 }
 
-std::string torch_dtype_string(c10::ScalarType t) {
-  switch (t) {
-    case c10::kHalf: return "float16";
-    case c10::kBFloat16: return "bfloat16";
-    case c10::kFloat: return "float32";
-    default: return "float32";
-  }
-}
-
 }  // namespace llmc::model

@@ -25,7 +25,4 @@ at::Tensor tiled_matmul(const at::Tensor& x2, int64_t out, int64_t in,
 // Splits [0, rows) over LibTorch's threads.
 void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn);
 
-// "float16" etc. of a dtype, as bitsandbytes writes quant_state (str(dtype) minus "torch.").
-std::string torch_dtype_string(c10::ScalarType t);
-
 }  // namespace llmc::model

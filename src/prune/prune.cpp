@@ -121,10 +121,16 @@ const char* kLinears[] = {"self_attn.k_proj", "self_attn.v_proj", "self_attn.q_p
 
 std::string canonical(const std::string& key) { return key.rfind("decoder.", 0) == 0 ? "model." + key : key; }
 
-bool belongs_to_linear(const std::string& key, const std::string& prefix) {
-  if (key.rfind(prefix, 0) != 0) return false;
-  const std::string rest = key.substr(prefix.size());
-  return rest != "bias";  // the weight and every packed piece (absmax, SCB, qweight, ...)
+// The checkpoint keys a Linear's weight occupies: the weight and every packed piece (absmax,
+// SCB, qweight, ...) under its prefix, but not its bias.
+std::set<std::string> linear_weight_keys(const io::StateDict& raw, const std::vector<LinearSlot>& slots) {
+  std::set<std::string> keys;
+  for (const auto& s : slots) {
+    for (auto it = raw.lower_bound(s.prefix); it != raw.end() && it->first.rfind(s.prefix, 0) == 0; ++it) {
+      if (it->first != s.prefix + "bias") keys.insert(it->first);
+    }
+  }
+  return keys;
 }
 
 int64_t nonzeros(const at::Tensor& t) { return (t != 0).sum().item<int64_t>(); }
@@ -290,8 +296,6 @@ void prune_hidden_width(const PruneOptions& o, const model::OptConfig& cfg, std:
 
 }  // namespace
 
-std::vector<std::string> pruning_methods() { return method_registry().names(); }
-
 void validate(const PruneOptions& o) {
   if (o.model_path.empty()) throw UsageError("--model_path is required");
   if (o.output_dir.empty()) throw UsageError("--output_dir is required");
@@ -383,15 +387,12 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     }
   }
 
+  const std::set<std::string> linear_keys = linear_weight_keys(raw, slots);
   int64_t params_before = 0, nonzero_before = 0;
   for (const auto& [k, v] : raw) {
-    if (k == "lm_head.weight" && cfg.tie_word_embeddings) continue;
-    bool linear_piece = false;
-    for (const auto& s : slots) linear_piece = linear_piece || belongs_to_linear(k, s.prefix);
-    if (!linear_piece) {
-      params_before += v.numel();
-      nonzero_before += nonzeros(v);
-    }
+    if ((k == "lm_head.weight" && cfg.tie_word_embeddings) || linear_keys.count(k)) continue;
+    params_before += v.numel();
+    nonzero_before += nonzeros(v);
   }
   for (const auto& s : slots) {
     params_before += s.weight.numel();
@@ -510,10 +511,7 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   io::SafetensorsStreamWriter writer((fs::path(out.staging()) / ".spill.tmp").string());
   int64_t params_after = 0, nonzero_after = 0, linear_zeros = 0, linear_total = 0;
   for (const auto& [k, v] : raw) {
-    if (k == "lm_head.weight" && cfg.tie_word_embeddings) continue;
-    bool linear_piece = false;
-    for (const auto& s : slots) linear_piece = linear_piece || belongs_to_linear(k, s.prefix);
-    if (linear_piece) continue;
+    if ((k == "lm_head.weight" && cfg.tie_word_embeddings) || linear_keys.count(k)) continue;
     const at::Tensor t = narrowed.count(k) ? narrowed.at(k) : v;
     writer.add(k, t);
     params_after += t.numel();

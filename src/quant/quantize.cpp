@@ -60,8 +60,6 @@ struct SizeTally {
 
 }  // namespace
 
-std::vector<std::string> quantization_methods() { return method_registry().names(); }
-
 void validate(const QuantizeOptions& o) {
   if (o.model_name_or_path.empty()) throw UsageError("--model_name_or_path is required");
   if (o.output_dir.empty()) throw UsageError("--output_dir is required");
@@ -122,8 +120,8 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
     in_tally.memory_bytes += numel * compute_elem;
     const bool decoder_linear = is_decoder_linear_weight(key, tensor);
     const std::string module = decoder_linear ? module_of(key) : "";
+    const int64_t zeros = decoder_linear ? (tensor == 0).sum().item<int64_t>() : 0;
     if (decoder_linear) {
-      const int64_t zeros = (tensor == 0).sum().item<int64_t>();
       in_tally.linear_zeros += zeros;
       in_tally.linear_total += numel;
     }
@@ -143,7 +141,7 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
     } else {
       if (decoder_linear) {
         dense_modules.push_back(module);
-        out_tally.linear_zeros += (tensor == 0).sum().item<int64_t>();
+        out_tally.linear_zeros += zeros;  // left dense: the input's zeros
         out_tally.linear_total += numel;
       }
       writer.add(key, tensor.to(c10::kHalf));

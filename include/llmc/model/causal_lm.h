@@ -72,7 +72,4 @@ class CausalLM {
 // unsupported weight dtypes.
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const RunContext& ctx);
 
-// Model types the registry knows ("opt").
-std::vector<std::string> supported_model_types();
-
 }  // namespace llmc::model

@@ -33,8 +33,6 @@ struct PruneOptions {
   bool overwrite{false};
 };
 
-std::vector<std::string> pruning_methods();
-
 // UsageError (exit 2) for values out of range or combinations that do not fit.
 void validate(const PruneOptions& options);
 

@@ -29,9 +29,6 @@ struct QuantizeOptions {
   bool overwrite{false};
 };
 
-// Method names the registry knows.
-std::vector<std::string> quantization_methods();
-
 // UsageError (exit 2) for bad combinations, listing what is allowed.
 void validate(const QuantizeOptions& options);
 
