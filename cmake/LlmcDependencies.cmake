@@ -11,7 +11,7 @@ pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)   # libpcre2-dev (U
 
 find_path(SENTENCEPIECE_INCLUDE_DIR sentencepiece_processor.h REQUIRED)
 find_library(SENTENCEPIECE_LIBRARY sentencepiece REQUIRED)
-find_library(SENTENCEPIECE_TRAIN_LIBRARY sentencepiece_train)
+find_library(SENTENCEPIECE_TRAIN_LIBRARY sentencepiece_train REQUIRED)
 add_library(llmc_sentencepiece INTERFACE)
 target_include_directories(llmc_sentencepiece SYSTEM INTERFACE ${SENTENCEPIECE_INCLUDE_DIR})
 target_link_libraries(llmc_sentencepiece INTERFACE ${SENTENCEPIECE_LIBRARY})

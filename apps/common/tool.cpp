@@ -46,6 +46,9 @@ void add_common_flags(CLI::App& app, CommonFlags& f) {
   app.add_option("--log_level", f.log_level, "trace | debug | info | warn | error | off");
   app.add_flag("--quiet", f.quiet, "only errors on stderr, no progress");
   app.add_flag("--overwrite", f.overwrite, "replace an existing output directory");
+  for (const char* name : {"--device", "--dtype", "--threads", "--seed", "--revision", "--log_level"}) {
+    app.get_option(name)->capture_default_str();
+  }
 }
 
 // --config FILE: turns the JSON object into flags placed before the explicit ones (the
@@ -134,9 +137,10 @@ void ensure_passive_openmp(char** argv) {
 
 }  // namespace
 
-int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body) {
+int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body,
+             const CommonFlags& defaults) {
   ensure_passive_openmp(argv);
-  CommonFlags flags;
+  CommonFlags flags = defaults;
   add_common_flags(app, flags);
   app.set_version_flag("--version", std::string("llmc ") + version());
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

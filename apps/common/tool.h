@@ -35,6 +35,8 @@ using ToolBody = std::function<nlohmann::json(const RunContext& ctx, const Commo
 
 // Parses argv (after the tool declared its own flags on `app`), runs `body`, prints the
 // human summary or --json on stdout, writes --metrics_out, returns the exit code.
-int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body);
+// `defaults` gives a tool its own defaults of the common flags (distill: seed 42).
+int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body,
+             const CommonFlags& defaults = CommonFlags{});
 
 }  // namespace llmc::cli

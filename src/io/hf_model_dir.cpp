@@ -136,11 +136,12 @@ void copy_model_side_files(const std::string& from_dir, const std::string& to_di
 }
 
 uint64_t directory_size_bytes(const std::string& dir, const std::vector<std::string>& exclude) {
+  // The files of the directory itself (following links, as in hub-cache snapshots); not
+  // subdirectories such as distill's checkpoint-N/.
   uint64_t total = 0;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (!it->is_regular_file(ec)) continue;  // follows symlinks (HF cache snapshots)
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
     const std::string name = it->path().filename().string();
     if (std::find(exclude.begin(), exclude.end(), name) != exclude.end()) continue;
     total += fs::file_size(it->path(), ec);

@@ -55,6 +55,13 @@ OptConfig OptConfig::from_json(const nlohmann::json& j, const std::string& sourc
   c.layer_norm_elementwise_affine = optional_field<bool>(j, "layer_norm_elementwise_affine", true, source);
   c.tie_word_embeddings = optional_field<bool>(j, "tie_word_embeddings", true, source);
   c.activation_function = optional_field<std::string>(j, "activation_function", "relu", source);
+  c.dropout = optional_field<double>(j, "dropout", 0.1, source);
+  c.attention_dropout = optional_field<double>(j, "attention_dropout", 0.0, source);
+  c.init_std = optional_field<double>(j, "init_std", 0.02, source);
+  if (!(c.dropout >= 0.0 && c.dropout < 1.0) || !(c.attention_dropout >= 0.0 && c.attention_dropout < 1.0)) {
+    throw InputError(source + ": dropout and attention_dropout must be in [0, 1)");
+  }
+  if (!(c.init_std > 0.0)) throw InputError(source + ": init_std must be positive");
   c.pad_token_id = optional_id(j, "pad_token_id", source);
   c.bos_token_id = optional_id(j, "bos_token_id", source);
   c.eos_token_id = optional_id(j, "eos_token_id", source);

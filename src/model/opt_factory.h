@@ -9,7 +9,8 @@
 
 namespace llmc::model {
 
-std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohmann::json& config,
-                                             const RunContext& ctx);
+std::unique_ptr<CausalLM> make_opt_causal_lm(const nlohmann::json& config, io::StateDict weights,
+                                             const std::string& source, const RunContext& ctx);
+io::StateDict init_opt_weights(const nlohmann::json& config, uint64_t seed);
 
 }  // namespace llmc::model

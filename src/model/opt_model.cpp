@@ -1,6 +1,10 @@
 // OPT loading: normalizes checkpoint keys, checks every tensor against config.json, builds
 // the modules on the run's device and dtype.
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
 
 #include <filesystem>
 #include <map>
@@ -77,8 +81,13 @@ class WeightSource {
 
 class OptCausalLM : public CausalLM {
  public:
-  OptCausalLM(OptForCausalLM module, OptConfig config, const RunContext& ctx)
-      : module_(std::move(module)), config_(std::move(config)), device_(ctx.device), dtype_(ctx.dtype) {
+  OptCausalLM(OptForCausalLM module, OptConfig config, nlohmann::json config_json, const RunContext& ctx)
+      : module_(std::move(module)),
+        config_(std::move(config)),
+        config_json_(std::move(config_json)),
+        device_(ctx.device),
+        dtype_(ctx.dtype) {
+    module_->train(false);
     info_.model_type = "opt";
     info_.vocab_size = config_.vocab_size;
     info_.max_positions = config_.max_position_embeddings;
@@ -189,12 +198,31 @@ class OptCausalLM : public CausalLM {
     return out;
   }
 
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
+    if (input_ids.dim() != 2 || attention_mask.sizes() != input_ids.sizes()) {
+      throw UsageError("hidden_states: expected input_ids and attention_mask [B, T]; got " +
+                       io::shape_string(input_ids.sizes()) + " and " + io::shape_string(attention_mask.sizes()));
+    }
+    if (input_ids.size(1) > config_.max_position_embeddings) {
+      throw UsageError("sequence of " + std::to_string(input_ids.size(1)) + " tokens exceeds max_position_embeddings " +
+                       std::to_string(config_.max_position_embeddings));
+    }
+    return module_->model->decoder->forward(input_ids, attention_mask, nullptr, nullptr, 0);
+  }
+
+  at::Tensor logits(const at::Tensor& hidden) override { return module_->lm_head->forward(hidden); }
+
+  void set_training(bool on) override { module_->train(on); }
+
+  const nlohmann::json& config() const override { return config_json_; }
+
   c10::Device device() const override { return device_; }
   c10::ScalarType dtype() const override { return dtype_; }
 
  private:
   OptForCausalLM module_;
   OptConfig config_;
+  nlohmann::json config_json_;
   ModelInfo info_;
   c10::Device device_;
   c10::ScalarType dtype_;
@@ -202,12 +230,14 @@ class OptCausalLM : public CausalLM {
 
 }  // namespace
 
-std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohmann::json& config_json,
-                                             const RunContext& ctx) {
-  const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
+std::unique_ptr<CausalLM> make_opt_causal_lm(const nlohmann::json& config_json, io::StateDict weights,
+                                             const std::string& dir, const RunContext& ctx) {
+  std::error_code ec;
+  const std::string config_path =
+      std::filesystem::is_directory(dir, ec) ? (std::filesystem::path(dir) / "config.json").string() : dir;
   const OptConfig c = OptConfig::from_json(config_json, config_path);
   at::NoGradGuard no_grad;
-  WeightSource w(io::load_weights(dir), dir, ctx);
+  WeightSource w(std::move(weights), dir, ctx);
 
   const int64_t V = c.vocab_size, H = c.hidden_size, E = c.word_embed_proj_dim, F = c.ffn_dim;
   const std::string vh = "vocab_size=" + std::to_string(V) + ", word_embed_proj_dim=" + std::to_string(E);
@@ -252,7 +282,8 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohm
     OptAttention attn(linear(p + "self_attn.k_proj", H, H, c.enable_bias, hs),
                       linear(p + "self_attn.v_proj", H, H, c.enable_bias, hs),
                       linear(p + "self_attn.q_proj", H, H, c.enable_bias, hs),
-                      linear(p + "self_attn.out_proj", H, H, c.enable_bias, hs), c.num_attention_heads);
+                      linear(p + "self_attn.out_proj", H, H, c.enable_bias, hs), c.num_attention_heads,
+                      c.attention_dropout);
     parts.layers.emplace_back(attn, layer_norm(p + "self_attn_layer_norm"), linear(p + "fc1", F, H, c.enable_bias, hf),
                               linear(p + "fc2", H, F, c.enable_bias, hf), layer_norm(p + "final_layer_norm"), c);
   }
@@ -267,7 +298,51 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const std::string& dir, const nlohm
   }
   w.warn_unused();
   OptForCausalLM module(OptModel(OptDecoder(std::move(parts), c)), lm_head);
-  return std::make_unique<OptCausalLM>(std::move(module), c, ctx);
+  return std::make_unique<OptCausalLM>(std::move(module), c, config_json, ctx);
+}
+
+io::StateDict init_opt_weights(const nlohmann::json& config_json, uint64_t seed) {
+  const OptConfig c = OptConfig::from_json(config_json, "config");
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const auto f32 = at::TensorOptions().dtype(c10::kFloat);
+  io::StateDict sd;
+  auto normal = [&](const std::string& name, std::vector<int64_t> shape) {
+    sd[name] = at::empty(shape, f32).normal_(0.0, c.init_std, gen);
+  };
+  auto linear = [&](const std::string& p, int64_t out, int64_t in, bool bias) {
+    normal(p + ".weight", {out, in});
+    if (bias) sd[p + ".bias"] = at::zeros({out}, f32);
+  };
+  auto layer_norm = [&](const std::string& p) {
+    if (!c.layer_norm_elementwise_affine) return;
+    sd[p + ".weight"] = at::ones({c.hidden_size}, f32);
+    sd[p + ".bias"] = at::zeros({c.hidden_size}, f32);
+  };
+  const int64_t H = c.hidden_size, E = c.word_embed_proj_dim, F = c.ffn_dim;
+  const std::string d = "model.decoder.";
+  normal(d + "embed_tokens.weight", {c.vocab_size, E});
+  if (c.pad_token_id && *c.pad_token_id >= 0 && *c.pad_token_id < c.vocab_size) {
+    sd[d + "embed_tokens.weight"][*c.pad_token_id].zero_();  // nn.Embedding(padding_idx=pad_token_id)
+  }
+  normal(d + "embed_positions.weight", {c.max_position_embeddings + 2, H});
+  if (c.has_projections()) {
+    linear(d + "project_out", E, H, false);
+    linear(d + "project_in", H, E, false);
+  }
+  if (c.has_final_layer_norm()) layer_norm(d + "final_layer_norm");
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = d + "layers." + std::to_string(i) + ".";
+    for (const char* n : {"self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj"}) {
+      linear(p + n, H, H, c.enable_bias);
+    }
+    layer_norm(p + "self_attn_layer_norm");
+    linear(p + "fc1", F, H, c.enable_bias);
+    linear(p + "fc2", H, F, c.enable_bias);
+    layer_norm(p + "final_layer_norm");
+  }
+  if (!c.tie_word_embeddings) normal("lm_head.weight", {c.vocab_size, E});
+  return sd;
 }
 
 }  // namespace llmc::model

@@ -4,6 +4,7 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cumsum.h>
+#include <ATen/ops/dropout.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
@@ -117,7 +118,8 @@ LayerNormImpl::LayerNormImpl(at::Tensor w, at::Tensor b, int64_t d) : dim(d) {
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) { return at::layer_norm(x, {dim}, weight, bias, 1e-5); }
 
-OptAttentionImpl::OptAttentionImpl(Linear k, Linear v, Linear q, Linear out, int64_t heads) : num_heads(heads) {
+OptAttentionImpl::OptAttentionImpl(Linear k, Linear v, Linear q, Linear out, int64_t heads, double attn_dropout)
+    : num_heads(heads), attention_dropout(attn_dropout) {
   // Registration order as in transformers: k, v, q, out.
   k_proj = register_module("k_proj", std::move(k));
   v_proj = register_module("v_proj", std::move(v));
@@ -145,13 +147,14 @@ at::Tensor OptAttentionImpl::forward(const at::Tensor& h, const at::Tensor& mask
   }
   at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + mask;
   at::Tensor probs = at::softmax(scores, -1, c10::kFloat).to(q.scalar_type());
+  if (is_training() && attention_dropout > 0.0) probs = at::dropout(probs, attention_dropout, true);
   at::Tensor o = at::matmul(probs, v).transpose(1, 2).reshape({B, T, H});
   return out_proj->forward(o);
 }
 
 OptDecoderLayerImpl::OptDecoderLayerImpl(OptAttention attn, LayerNorm attn_ln, Linear f1, Linear f2,
                                          LayerNorm final_ln, const OptConfig& config)
-    : pre_ln(config.do_layer_norm_before), activation(config.activation_function) {
+    : pre_ln(config.do_layer_norm_before), activation(config.activation_function), dropout(config.dropout) {
   self_attn = register_module("self_attn", std::move(attn));
   self_attn_layer_norm = register_module("self_attn_layer_norm", std::move(attn_ln));
   fc1 = register_module("fc1", std::move(f1));
@@ -163,11 +166,16 @@ at::Tensor OptDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& m
                                         at::Tensor* v_cache) {
   at::Tensor residual = x;
   at::Tensor h = pre_ln ? self_attn_layer_norm->forward(x) : x;
-  h = residual + self_attn->forward(h, mask, k_cache, v_cache);
+  // Dropout as transformers places it: on the attention output and on fc2's output, before
+  // each residual sum; only in training mode (the default generator of the device draws it).
+  const bool drop = is_training() && dropout > 0.0;
+  at::Tensor attn = self_attn->forward(h, mask, k_cache, v_cache);
+  h = residual + (drop ? at::dropout(attn, dropout, true) : attn);
   if (!pre_ln) h = self_attn_layer_norm->forward(h);
   residual = h;
   if (pre_ln) h = final_layer_norm->forward(h);
-  h = residual + fc2->forward(activate(fc1->forward(h), activation));
+  at::Tensor ffn = fc2->forward(activate(fc1->forward(h), activation));
+  h = residual + (drop ? at::dropout(ffn, dropout, true) : ffn);
   if (!pre_ln) h = final_layer_norm->forward(h);
   return h;
 }

@@ -49,11 +49,12 @@ TORCH_MODULE(LayerNorm);
 
 class OptAttentionImpl : public torch::nn::Module {
  public:
-  OptAttentionImpl(Linear k, Linear v, Linear q, Linear out, int64_t num_heads);
+  OptAttentionImpl(Linear k, Linear v, Linear q, Linear out, int64_t num_heads, double attention_dropout = 0.0);
   // mask: additive [B, 1, T, past + T]; k_cache / v_cache extended when non-null.
   at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, at::Tensor* k_cache, at::Tensor* v_cache);
   Linear k_proj{nullptr}, v_proj{nullptr}, q_proj{nullptr}, out_proj{nullptr};
   int64_t num_heads;
+  double attention_dropout;  // applied to the probabilities in training mode only
 };
 TORCH_MODULE(OptAttention);
 
@@ -68,6 +69,7 @@ class OptDecoderLayerImpl : public torch::nn::Module {
   LayerNorm final_layer_norm{nullptr};
   bool pre_ln;
   std::string activation;
+  double dropout;  // residual dropout in training mode only (transformers' OPTDecoderLayer)
 };
 TORCH_MODULE(OptDecoderLayer);
 

@@ -18,6 +18,7 @@ struct SpmApi {
   decltype(&llmc_spm_decode) decode;
   decltype(&llmc_spm_is_control) is_control;
   decltype(&llmc_spm_release) release;
+  decltype(&llmc_spm_train) train;
 };
 
 namespace {
@@ -62,6 +63,7 @@ const SpmApi& api() {
     table.decode = reinterpret_cast<decltype(table.decode)>(sym("llmc_spm_decode"));
     table.is_control = reinterpret_cast<decltype(table.is_control)>(sym("llmc_spm_is_control"));
     table.release = reinterpret_cast<decltype(table.release)>(sym("llmc_spm_release"));
+    table.train = reinterpret_cast<decltype(table.train)>(sym("llmc_spm_train"));
   });
   if (!error.empty()) throw Error(error);
   return table;
@@ -125,6 +127,13 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids, bool
   std::string out(text, len);
   api_->release(text);
   return sanitize_utf8(out);
+}
+
+void train_sentencepiece_model(const std::string& args, uint32_t seed) {
+  char err[1024] = {0};
+  if (api().train(args.c_str(), seed, err, sizeof(err)) != 0) {
+    throw InputError(std::string("SentencePiece training failed: ") + err);
+  }
 }
 
 }  // namespace llmc::tokenizer

@@ -31,7 +31,8 @@ StateDict load_weights(const std::string& dir);
 // Copies the tokenizer files and generation_config.json of a model directory (those present).
 void copy_model_side_files(const std::string& from_dir, const std::string& to_dir);
 
-// Sum of the sizes of the regular files in dir (following links), excluding the names given.
+// Sum of the sizes of the regular files directly in dir (following links; subdirectories such
+// as checkpoint-N/ are not counted), excluding the names given.
 uint64_t directory_size_bytes(const std::string& dir, const std::vector<std::string>& exclude = {"metrics.json"});
 
 }  // namespace llmc::io

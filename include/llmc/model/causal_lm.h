@@ -6,12 +6,14 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "llmc/core/run_context.h"
+#include "llmc/io/state_dict.h"
 #include "llmc/model/packed_weight.h"
 
 namespace llmc::model {
@@ -63,6 +65,15 @@ class CausalLM {
   // with its own settings.
   virtual void set_linear_weight(const std::string& linear, const at::Tensor& weight) = 0;
 
+  // ---- Training (distill). The final hidden states [B, T, E] (transformers' last hidden
+  // state: after the final LayerNorm and project_out) and the logits made from them.
+  virtual at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask) = 0;
+  virtual at::Tensor logits(const at::Tensor& hidden) = 0;
+  // Training mode applies the config's dropout (drawn from the device's default generator).
+  virtual void set_training(bool on) = 0;
+  // config.json as loaded.
+  virtual const nlohmann::json& config() const = 0;
+
   virtual c10::Device device() const = 0;
   virtual c10::ScalarType dtype() const = 0;
 };
@@ -71,5 +82,15 @@ class CausalLM {
 // ctx.dtype. InputError (exit 3) for an unsupported model_type, missing/ill-shaped tensors,
 // unsupported weight dtypes.
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const RunContext& ctx);
+
+// Builds a model from a config.json object and its tensors (Hugging Face names); `source`
+// names the origin in errors. Same checks as load_causal_lm.
+std::unique_ptr<CausalLM> make_causal_lm(const nlohmann::json& config, io::StateDict weights, const std::string& source,
+                                         const RunContext& ctx);
+
+// Fresh weights for a config, initialised as transformers' _init_weights does: linear and
+// embedding weights normal(0, init_std) (the padding row of the token embedding zero), zero
+// biases, LayerNorms weight 1 and bias 0. float32 on the CPU, deterministic in `seed`.
+io::StateDict init_weights(const nlohmann::json& config, uint64_t seed);
 
 }  // namespace llmc::model

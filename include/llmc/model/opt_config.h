@@ -22,6 +22,9 @@ struct OptConfig {
   bool layer_norm_elementwise_affine{true};
   bool tie_word_embeddings{true};  // lm_head shares embed_tokens' weight (PretrainedConfig default)
   std::string activation_function{"relu"};
+  double dropout{0.1};            // residual dropout while training (after attention and after fc2)
+  double attention_dropout{0.0};  // on the attention probabilities while training
+  double init_std{0.02};          // normal(0, init_std) initialisation of a fresh model
   std::optional<int64_t> pad_token_id;
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> eos_token_id;

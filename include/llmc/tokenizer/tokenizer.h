@@ -39,6 +39,12 @@ class Tokenizer {
 // present. InputError when the directory holds no usable tokenizer.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 
+// Trains a SentencePiece BPE tokenizer of (at most) vocab_size pieces on a text file and
+// writes tokenizer.model, tokenizer_config.json (LlamaTokenizer: unk 0, bos 1, eos 2, pad 3,
+// add_bos_token) and special_tokens_map.json into out_dir; returns it loaded.
+std::unique_ptr<Tokenizer> train_sentencepiece(const std::string& text_file, int64_t vocab_size, const std::string& out_dir,
+                                               uint64_t seed);
+
 // GPT-2 byte-level BPE from explicit files (special tokens as given).
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& vocab_json, const std::string& merges_txt,
                                                const SpecialTokens& special);

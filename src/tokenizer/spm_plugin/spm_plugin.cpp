@@ -1,6 +1,7 @@
 #include "spm_plugin.h"
 
 #include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -71,6 +72,16 @@ int llmc_spm_decode(void* handle, const int32_t* ids, size_t n, char** text, siz
 
 int llmc_spm_is_control(void* handle, int32_t id) {
   return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->IsControl(id) ? 1 : 0;
+}
+
+int llmc_spm_train(const char* args, uint32_t seed, char* err, size_t err_len) {
+  sentencepiece::SetRandomGeneratorSeed(seed);
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  if (!status.ok()) {
+    set_err(err, err_len, status.ToString());
+    return 1;
+  }
+  return 0;
 }
 
 void llmc_spm_release(void* p) { std::free(p); }

@@ -26,5 +26,8 @@ int llmc_spm_encode(void* handle, const char* text, size_t len, int32_t** ids, s
 // text: malloc'd, caller frees with llmc_spm_release. Returns 0 on success.
 int llmc_spm_decode(void* handle, const int32_t* ids, size_t n, char** text, size_t* len, char* err, size_t err_len);
 int llmc_spm_is_control(void* handle, int32_t id);
+// Trains a model: `args` in spm_train's flag syntax ("--input=... --model_prefix=..."),
+// `seed` seeds the trainer's sampling. Returns 0 on success.
+int llmc_spm_train(const char* args, uint32_t seed, char* err, size_t err_len);
 void llmc_spm_release(void* p);
 }
