@@ -146,7 +146,9 @@ at::Tensor OptAttentionImpl::forward(const at::Tensor& h, const at::Tensor& mask
     *v_cache = v;
   }
   at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) + mask;
-  at::Tensor probs = at::softmax(scores, -1, c10::kFloat).to(q.scalar_type());
+  // float16/bfloat16 scores are normalised in float32 (as transformers); float32/float64 as they are.
+  const auto st = scores.scalar_type();
+  at::Tensor probs = at::softmax(scores, -1, st == c10::kDouble ? c10::kDouble : c10::kFloat).to(q.scalar_type());
   if (is_training() && attention_dropout > 0.0) probs = at::dropout(probs, attention_dropout, true);
   at::Tensor o = at::matmul(probs, v).transpose(1, 2).reshape({B, T, H});
   return out_proj->forward(o);

@@ -3,6 +3,10 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -76,7 +80,19 @@ int llmc_spm_is_control(void* handle, int32_t id) {
 
 int llmc_spm_train(const char* args, uint32_t seed, char* err, size_t err_len) {
   sentencepiece::SetRandomGeneratorSeed(seed);
+  // The trainer logs its whole command line to stderr whatever the log level; llmc reports
+  // failures from the returned status, so its stderr is muted while it runs.
+  std::fflush(stderr);
+  const int saved = dup(2);
+  const int null_fd = open("/dev/null", O_WRONLY);
+  if (saved >= 0 && null_fd >= 0) dup2(null_fd, 2);
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  std::fflush(stderr);
+  if (saved >= 0) {
+    dup2(saved, 2);
+    close(saved);
+  }
+  if (null_fd >= 0) close(null_fd);
   if (!status.ok()) {
     set_err(err, err_len, status.ToString());
     return 1;
