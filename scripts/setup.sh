@@ -38,4 +38,9 @@ if [ ! -f "$root/node_modules/.package-lock.json" ] || ! cmp -s <(grep -o '"vers
   echo "setup: installing npm packages" >&2
   (cd "$root" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# The demo's text: the Brown Corpus without its tags, every 20th document held out.
+if [ ! -s "$root/data/brown/train.txt" ] || [ ! -s "$root/data/brown/heldout.txt" ]; then
+  /usr/bin/python3 "$root/scripts/brown_text.py" --categories all --out "$root/data/brown/train.txt" \
+    --heldout "$root/data/brown/heldout.txt" --heldout_every 20 >&2
+fi
 echo "setup: all dependencies present" >&2

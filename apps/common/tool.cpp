@@ -34,19 +34,19 @@ void install_signal_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-void add_common_flags(CLI::App& app, CommonFlags& f) {
+void add_common_flags(CLI::App& app, CommonFlags& f, const std::string& config_help) {
   app.add_option("--device", f.device, "auto | cpu | cuda | cuda:N");
   app.add_option("--dtype", f.dtype, "compute dtype: float32 | bfloat16 | float16 (float16 needs CUDA)");
   app.add_option("--threads", f.threads, "CPU threads (0 = all logical cores)");
   app.add_option("--seed", f.seed, "random seed");
   app.add_option("--revision", f.revision, "revision of a hub model id (branch, tag or commit)");
-  app.add_option("--config", f.config, "JSON file whose keys are this tool's flag names; explicit flags win");
+  app.add_option("--config", f.config, config_help);
   app.add_option("--metrics_out", f.metrics_out, "also write the metrics JSON here (also on failure)");
   app.add_flag("--json", f.json, "print the metrics JSON on stdout instead of the summary");
   app.add_option("--log_level", f.log_level, "trace | debug | info | warn | error | off");
   app.add_flag("--quiet", f.quiet, "only errors on stderr, no progress");
   app.add_flag("--overwrite", f.overwrite, "replace an existing output directory");
-  for (const char* name : {"--device", "--dtype", "--threads", "--seed", "--revision", "--log_level"}) {
+  for (const char* name : {"--device", "--dtype", "--threads", "--seed", "--revision", "--log_level", "--config"}) {
     app.get_option(name)->capture_default_str();
   }
 }
@@ -137,11 +137,23 @@ void ensure_passive_openmp(char** argv) {
 
 }  // namespace
 
+void add_option_fields(CLI::App& app, const std::vector<OptionField>& fields) {
+  for (const auto& f : fields) {
+    if (f.role == OptionField::Role::kCommon) continue;
+    const std::string flag = "--" + f.name;
+    CLI::Option* opt = nullptr;
+    if (f.is_switch) opt = app.add_flag(flag, *std::get<bool*>(f.target), f.help);
+    else opt = std::visit([&](auto* target) { return app.add_option(flag, *target, f.help); }, f.target);
+    if (f.required) opt->required();
+    if (!f.is_switch) opt->capture_default_str();
+  }
+}
+
 int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body,
-             const CommonFlags& defaults) {
+             const ToolSettings& settings) {
   ensure_passive_openmp(argv);
-  CommonFlags flags = defaults;
-  add_common_flags(app, flags);
+  CommonFlags flags = settings.defaults;
+  add_common_flags(app, flags, settings.config_help);
   app.set_version_flag("--version", std::string("llmc ") + version());
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   for (CLI::Option* opt : app.get_options()) opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -168,7 +180,7 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, cons
   bool parsed = false;
   try {
     std::vector<std::string> args;
-    const std::string config = find_config_arg(argc, argv);
+    const std::string config = settings.config_is_flag_file ? find_config_arg(argc, argv) : std::string();
     if (!config.empty()) args = config_args(app, config);
     for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
     std::reverse(args.begin(), args.end());  // CLI11 takes the vector in reverse order

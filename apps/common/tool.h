@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 
 namespace llmc::cli {
@@ -33,10 +34,21 @@ using Decorate = std::function<nlohmann::json(const nlohmann::json& result)>;
 // The tool's work: returns its result figures (merged into the metrics JSON).
 using ToolBody = std::function<nlohmann::json(const RunContext& ctx, const CommonFlags& flags, const Decorate& decorate)>;
 
+// Declares a tool's flags from its option table (kCommon fields are declared by run_tool).
+void add_option_fields(CLI::App& app, const std::vector<OptionField>& fields);
+
 // Parses argv (after the tool declared its own flags on `app`), runs `body`, prints the
 // human summary or --json on stdout, writes --metrics_out, returns the exit code.
-// `defaults` gives a tool its own defaults of the common flags (distill: seed 42).
+// How a tool differs from the others: its own defaults of the common flags (distill: seed
+// 42), and whether --config is a file of flags (all tools) or something else (pipeline: its
+// recipe, which the body reads from CommonFlags::config).
+struct ToolSettings {
+  CommonFlags defaults;
+  bool config_is_flag_file{true};
+  std::string config_help{"JSON file whose keys are this tool's flag names; explicit flags win"};
+};
+
 int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body,
-             const CommonFlags& defaults = CommonFlags{});
+             const ToolSettings& settings = ToolSettings{});
 
 }  // namespace llmc::cli

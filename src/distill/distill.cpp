@@ -242,7 +242,7 @@ Student fresh_student(const DistillOptions& o, const RunContext& ctx) {
     }
     s.tokenizer_dir = (fs::path(o.output_dir) / ".tokenizer").string();  // copied into checkpoints and the output
     log_info("training a SentencePiece BPE tokenizer of " + std::to_string(pieces) + " pieces on " + o.train_file);
-    tok = tokenizer::train_sentencepiece(o.train_file, pieces, s.tokenizer_dir, o.seed);
+    tok = tokenizer::train_sentencepiece(o.train_file, pieces, s.tokenizer_dir, static_cast<uint64_t>(o.seed));
   }
   const int64_t vocab = tok->vocab_size();
   if (config.value("vocab_size", int64_t{0}) != vocab) {
@@ -255,7 +255,7 @@ Student fresh_student(const DistillOptions& o, const RunContext& ctx) {
   if (sp.eos) config["eos_token_id"] = *sp.eos;
   if (sp.pad) config["pad_token_id"] = *sp.pad;
   config["torch_dtype"] = "float32";
-  s.lm = model::make_causal_lm(config, model::init_weights(config, o.seed), o.student_config, ctx);
+  s.lm = model::make_causal_lm(config, model::init_weights(config, static_cast<uint64_t>(o.seed)), o.student_config, ctx);
   s.source = o.student_config;
   s.saved_dtype = c10::kFloat;
   return s;
@@ -472,7 +472,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     const int64_t et = teacher->config().value("word_embed_proj_dim", teacher->config().value("hidden_size", int64_t{0}));
     if (es != et) {
       at::NoGradGuard no_grad;
-      at::Generator gen = at::detail::createCPUGenerator(o.seed + 1);
+      at::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(o.seed) + 1);
       proj_w = at::empty({et, es}).normal_(0.0, 0.02, gen).to(ctx.device, ctx.dtype).requires_grad_(true);
       proj_b = at::zeros({et}, at::TensorOptions().dtype(ctx.dtype).device(ctx.device)).requires_grad_(true);
       params.push_back({"distill.hidden_projection.weight", proj_w, true});
@@ -579,7 +579,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     const auto t0 = Clock::now();
     const int64_t epoch = step / steps_per_epoch;
     if (epoch != order_epoch) {
-      order = epoch_order(n_blocks, o.seed, epoch);
+      order = epoch_order(n_blocks, static_cast<uint64_t>(o.seed), epoch);
       order_epoch = epoch;
     }
     student.lm->set_training(true);
@@ -594,7 +594,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
       const at::Tensor mask = at::ones_like(x);
       {
         std::lock_guard<std::mutex> lock(dropout_gen.mutex());
-        dropout_gen.set_current_seed(mix64(o.seed ^ mix64(static_cast<uint64_t>(step * accum + j))));
+        dropout_gen.set_current_seed(mix64(static_cast<uint64_t>(o.seed) ^ mix64(static_cast<uint64_t>(step * accum + j))));
       }
       LossInputs in;
       at::Tensor t_hidden;
@@ -733,6 +733,51 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   io::write_file_atomic((fs::path(o.output_dir) / "metrics.json").string(), decorate(m).dump(2) + "\n");
   log_info("wrote " + o.output_dir);
   return m;
+}
+
+std::vector<OptionField> option_fields(DistillOptions& o) {
+  using R = OptionField::Role;
+  return {
+      {"teacher_model", "teacher: model directory or hub id (kl and mse need one)", &o.teacher_model},
+      {"student_model", "student to train further: model directory or hub id", &o.student_model, R::kInputModel},
+      {"student_config", "or a fresh student from this OPT config.json (transformers' init)", &o.student_config},
+      {"tokenizer", "fresh student: copy the tokenizer of this model directory", &o.tokenizer},
+      {"train_tokenizer", "fresh student: train one on --train_file, e.g. sentencepiece:4000", &o.train_tokenizer},
+      {"output_dir", "where the student and its checkpoint-N/ folders go", &o.output_dir, R::kOutputDir, true},
+      {"distillation_loss", "kl (alpha * soft KL * T^2 + (1 - alpha) * cross entropy) | mse (logits) | ce (no teacher)",
+       &o.distillation_loss},
+      {"temperature", "softmax temperature T of the kl loss", &o.temperature},
+      {"alpha", "weight of the soft term of the kl loss, in [0, 1]", &o.alpha},
+      {"hidden_loss_weight", "add this times the MSE between last hidden states (learned projection when widths differ)",
+       &o.hidden_loss_weight},
+      {"train_file", "training text: .txt (tokenized whole) or .jsonl (--text_field)", &o.train_file},
+      {"eval_file", "held-out text: perplexity (and KL to the teacher) before, every --eval_steps, after", &o.eval_file},
+      {"text_field", "field of each .jsonl object holding the text", &o.text_field},
+      {"block_size", "tokens per training block (0 = min(512, max_position_embeddings))", &o.block_size},
+      {"learning_rate", "AdamW peak learning rate", &o.learning_rate},
+      {"weight_decay", "AdamW decoupled weight decay (not on biases and LayerNorms)", &o.weight_decay},
+      {"adam_beta1", "AdamW beta1", &o.adam_beta1},
+      {"adam_beta2", "AdamW beta2", &o.adam_beta2},
+      {"adam_epsilon", "AdamW epsilon", &o.adam_epsilon},
+      {"lr_scheduler_type", "linear | cosine | constant (after the warmup)", &o.lr_scheduler_type},
+      {"warmup_steps", "linear warmup steps (wins over --warmup_ratio)", &o.warmup_steps},
+      {"warmup_ratio", "warmup as a fraction of the steps", &o.warmup_ratio},
+      {"per_device_train_batch_size", "blocks per micro-batch", &o.per_device_train_batch_size},
+      {"per_device_eval_batch_size", "windows per held-out batch", &o.per_device_eval_batch_size},
+      {"gradient_accumulation_steps", "micro-batches per optimizer step", &o.gradient_accumulation_steps},
+      {"max_grad_norm", "clip the global gradient norm (0 = no clipping)", &o.max_grad_norm},
+      {"max_steps", "optimizer steps (> 0 wins over --num_train_epochs)", &o.max_steps},
+      {"num_train_epochs", "passes over the training blocks (may be fractional)", &o.num_train_epochs},
+      {"logging_steps", "log loss parts, lr, grad norm and tokens/s every N steps", &o.logging_steps},
+      {"eval_steps", "held-out evaluation every N steps", &o.eval_steps},
+      {"save_steps", "write output_dir/checkpoint-N every N steps", &o.save_steps},
+      {"save_total_limit", "keep the newest N checkpoints (0 = all)", &o.save_total_limit},
+      {"save_dtype", "float32 | bfloat16 | float16 (default: the student's dtype)", &o.save_dtype},
+      {"keep_sparsity", "keep the student's zeros: auto (when >= 1% are zero) | true | false", &o.keep_sparsity},
+      {"resume_from_checkpoint", "PATH or latest (the newest in --output_dir)", &o.resume_from_checkpoint},
+      {"max_shard_size", "largest safetensors file of the final model, e.g. 5GB", &o.max_shard_size},
+      {"seed", "random seed: data order, dropout, initialisation", &o.seed, R::kCommon},
+  };
 }
 
 }  // namespace llmc::distill

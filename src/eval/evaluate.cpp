@@ -69,4 +69,27 @@ nlohmann::json run_evaluate(const EvaluateOptions& o, const RunContext& ctx) {
   return m;
 }
 
+std::vector<OptionField> option_fields(EvaluateOptions& o) {
+  using R = OptionField::Role;
+  auto sw = [](OptionField f) {
+    f.is_switch = true;
+    return f;
+  };
+  return {
+      {"model_name_or_path", "model directory or hub id (offline cache)", &o.model_name_or_path, R::kInputModel, true},
+      {"eval_file", "UTF-8 text file for perplexity", &o.eval_file},
+      {"max_length", "window length in tokens (0 = max_position_embeddings)", &o.max_length},
+      {"batch_size", "windows per forward pass", &o.batch_size},
+      {"prompt", "generate a continuation of this text", &o.prompt},
+      {"max_new_tokens", "tokens to generate", &o.generation.max_new_tokens},
+      sw({"do_sample", "sample instead of greedy decoding", &o.generation.do_sample}),
+      {"temperature", "sampling temperature", &o.generation.temperature},
+      {"top_k", "sample among the k most likely tokens (0 = all)", &o.generation.top_k},
+      {"top_p", "nucleus sampling mass", &o.generation.top_p},
+      sw({"benchmark", "measure prefill and decode tokens/s", &o.benchmark}),
+      {"bench_prompt_tokens", "prompt length for --benchmark", &o.bench_prompt_tokens},
+      {"bench_new_tokens", "decode steps for --benchmark", &o.bench_new_tokens},
+  };
+}
+
 }  // namespace llmc::eval

@@ -2,7 +2,6 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -21,6 +20,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
 #include "llmc/core/progress.h"
+#include "llmc/io/hash.h"
 #include "llmc/io/hf_model_dir.h"
 #include "env.h"
 #include "llmc/io/json_file.h"
@@ -232,28 +232,6 @@ FileMeta file_metadata(const std::string& repo, const std::string& revision, con
     m.location = r.status >= 300 && r.status < 400 && r.headers.count("location") ? resolve_location(url, r.headers["location"]) : url;
     return m;
   }
-}
-
-std::string sha256_file(const std::string& path) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    if (in.gcount() > 0) EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  std::string hex;
-  char b[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(b, sizeof(b), "%02x", md[i]);
-    hex += b;
-  }
-  return hex;
 }
 
 bool is_sha256(const std::string& s) {

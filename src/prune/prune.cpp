@@ -579,4 +579,27 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   return m;
 }
 
+std::vector<OptionField> option_fields(PruneOptions& o) {
+  using R = OptionField::Role;
+  return {
+      {"model_path", "model directory or hub id (quantized inputs are re-quantized)", &o.model_path, R::kInputModel, true},
+      {"output_dir", "where the pruned model directory goes", &o.output_dir, R::kOutputDir, true},
+      {"pruning_ratio", "fraction to remove, in (0, 1)", &o.pruning_ratio},
+      {"pruning_method",
+       "magnitude | random | wanda (|w| x input norm, per output row; needs calibration) | activation (structured: mean "
+       "|activation| of the neuron; needs calibration)",
+       &o.pruning_method},
+      {"pruning_type", "structured (FFN neurons) | unstructured | semi_structured", &o.pruning_type},
+      {"sparsity_pattern", "N:M for semi_structured (2:4, 4:8)", &o.sparsity_pattern},
+      {"scope", "layer (same ratio per Linear) | global (one threshold; unstructured)", &o.scope},
+      {"structure", "structured: ffn (FFN neurons) | hidden (hidden_size)", &o.structure},
+      {"calibration_file", "text for the calibration-based methods", &o.calibration_file},
+      {"num_calibration_samples", "calibration sequences (sampled with --seed)", &o.num_calibration_samples},
+      {"calibration_seq_len", "tokens per calibration sequence", &o.calibration_seq_len},
+      {"eval_file", "report perplexity before and after on this text", &o.eval_file},
+      {"max_length", "perplexity window (0 = max_position_embeddings)", &o.eval_max_length},
+      {"max_shard_size", "largest safetensors file, e.g. 5GB", &o.max_shard_size},
+  };
+}
+
 }  // namespace llmc::prune

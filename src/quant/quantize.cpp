@@ -185,4 +185,21 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
   return m;
 }
 
+std::vector<OptionField> option_fields(QuantizeOptions& o) {
+  using R = OptionField::Role;
+  return {
+      {"model_name_or_path", "model directory or hub id (offline cache)", &o.model_name_or_path, R::kInputModel, true},
+      {"output_dir", "where the quantized model directory goes", &o.output_dir, R::kOutputDir, true},
+      {"quantization_method", "bitsandbytes | rtn", &o.quantization_method},
+      {"quantization_bits", "bitsandbytes: 4 or 8; rtn: 2, 3, 4 or 8", &o.quantization_bits},
+      {"bnb_4bit_quant_type", "nf4 | fp4", &o.bnb_4bit_quant_type},
+      {"bnb_4bit_use_double_quant", "true | false: quantize the absmax too", &o.bnb_4bit_use_double_quant},
+      {"bnb_4bit_compute_dtype", "recorded for transformers: float32 | bfloat16 | float16", &o.bnb_4bit_compute_dtype},
+      {"blocksize", "4-bit block size: a power of two from 32 to 4096", &o.blocksize},
+      {"group_size", "rtn: input columns per scale (-1 = per row)", &o.group_size},
+      {"skip_modules", "module-name substrings to leave unquantized", &o.skip_modules},
+      {"max_shard_size", "largest safetensors file, e.g. 5GB or 500MB", &o.max_shard_size},
+  };
+}
+
 }  // namespace llmc::quant

@@ -9,7 +9,9 @@
 #include <functional>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <vector>
 
+#include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 
 namespace llmc::distill {
@@ -56,9 +58,12 @@ struct DistillOptions {
   std::string keep_sparsity{"auto"};  // auto | true | false
   std::string resume_from_checkpoint; // PATH | latest
   std::string max_shard_size{"5GB"};
-  uint64_t seed{42};
+  int64_t seed{42};                   // data order, dropout, initialisation (a common flag of the tools)
   bool overwrite{false};
 };
+
+// The flags of `distill` (and the keys of a pipeline stage's options), bound to `o`.
+std::vector<OptionField> option_fields(DistillOptions& o);
 
 // UsageError (exit 2) for values out of range or flags that cannot be combined.
 void validate(const DistillOptions& options);

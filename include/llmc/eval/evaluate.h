@@ -6,6 +6,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 
+#include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 #include "llmc/model/generation.h"
 
@@ -23,6 +24,9 @@ struct EvaluateOptions {
   int64_t bench_prompt_tokens{128};
   int64_t bench_new_tokens{32};
 };
+
+// The flags of `evaluate` (and the keys of a pipeline recipe's "evaluation"), bound to `o`.
+std::vector<OptionField> option_fields(EvaluateOptions& o);
 
 // Reads the eval file whole; InputError when missing, empty or not UTF-8.
 std::string read_eval_text(const std::string& path);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 
 namespace llmc::prune {
@@ -32,6 +33,9 @@ struct PruneOptions {
   std::string max_shard_size{"5GB"};
   bool overwrite{false};
 };
+
+// The flags of `prune` (and the keys of a pipeline stage's options), bound to `o`.
+std::vector<OptionField> option_fields(PruneOptions& o);
 
 // UsageError (exit 2) for values out of range or combinations that do not fit.
 void validate(const PruneOptions& options);

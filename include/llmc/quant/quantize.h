@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 
 namespace llmc::quant {
@@ -28,6 +29,9 @@ struct QuantizeOptions {
   std::string max_shard_size{"5GB"};
   bool overwrite{false};
 };
+
+// The flags of `quantize` (and the keys of a pipeline stage's options), bound to `o`.
+std::vector<OptionField> option_fields(QuantizeOptions& o);
 
 // UsageError (exit 2) for bad combinations, listing what is allowed.
 void validate(const QuantizeOptions& options);

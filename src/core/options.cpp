@@ -1,0 +1,76 @@
+#include "llmc/core/options.h"
+
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+
+namespace llmc {
+
+namespace {
+
+template <class... F>
+struct Overload : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overload(F...) -> Overload<F...>;
+
+}  // namespace
+
+void apply_json_options(const std::vector<OptionField>& fields, const nlohmann::json& values, const std::string& where) {
+  if (!values.is_object()) throw UsageError(where + ": expected an object of flag names and values");
+  for (auto it = values.begin(); it != values.end(); ++it) {
+    const std::string path = where + "." + it.key();
+    const OptionField* field = nullptr;
+    for (const auto& f : fields) {
+      if (f.name == it.key()) field = &f;
+    }
+    if (field == nullptr) {
+      std::string names;
+      for (const auto& f : fields) {
+        if (f.role == OptionField::Role::kPlain || f.role == OptionField::Role::kCommon) names += (names.empty() ? "" : ", ") + f.name;
+      }
+      throw UsageError(path + ": unknown option (this tool's options: " + names + ")");
+    }
+    if (field->role == OptionField::Role::kInputModel || field->role == OptionField::Role::kOutputDir) {
+      throw UsageError(path + ": set by the pipeline (the previous stage's output, or the stage's own directory)");
+    }
+    const nlohmann::json& v = it.value();
+    auto wrong = [&](const char* expected) { return UsageError(path + ": expected " + expected + ", found " + v.dump()); };
+    std::visit(Overload{[&](std::string* s) {
+                          if (!v.is_string()) throw wrong("a string");
+                          *s = v.get<std::string>();
+                        },
+                        [&](double* d) {
+                          if (!v.is_number()) throw wrong("a number");
+                          *d = v.get<double>();
+                        },
+                        [&](int64_t* i) {
+                          if (!v.is_number_integer()) throw wrong("an integer");
+                          *i = v.get<int64_t>();
+                        },
+                        [&](bool* b) {
+                          if (!v.is_boolean()) throw wrong("true or false");
+                          *b = v.get<bool>();
+                        },
+                        [&](std::vector<std::string>* list) {
+                          if (v.is_string()) {
+                            *list = {v.get<std::string>()};
+                            return;
+                          }
+                          if (!v.is_array()) throw wrong("a string or a list of strings");
+                          list->clear();
+                          for (const auto& e : v) {
+                            if (!e.is_string()) throw wrong("a list of strings");
+                            list->push_back(e.get<std::string>());
+                          }
+                        }},
+               field->target);
+  }
+}
+
+nlohmann::json option_value(const OptionField& field) {
+  return std::visit([](auto* p) { return nlohmann::json(*p); }, field.target);
+}
+
+}  // namespace llmc

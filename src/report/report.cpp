@@ -1,0 +1,236 @@
+#include "llmc/report/report.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "llmc/io/json_file.h"
+#include "llmc/report/svg.h"
+
+namespace llmc::report {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string value_text(const nlohmann::json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_float()) {
+    char b[32];
+    std::snprintf(b, sizeof(b), "%.6g", v.get<double>());
+    return b;
+  }
+  return v.dump();
+}
+
+nlohmann::json figure(const Row& r, const char* key) { return r.evaluation.value(key, nlohmann::json()); }
+
+double number(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); }
+
+std::string run_label(const Row& r) { return r.run.empty() ? "run" : r.run; }
+
+// Rows grouped by run, in order of first appearance.
+std::vector<std::pair<std::string, std::vector<const Row*>>> by_run(const ReportInput& in) {
+  std::vector<std::pair<std::string, std::vector<const Row*>>> out;
+  for (const auto& r : in.rows) {
+    if (out.empty() || out.back().first != r.run) out.push_back({r.run, {}});
+    out.back().second.push_back(&r);
+  }
+  return out;
+}
+
+std::string swept_text(const Row& r, const std::vector<std::string>& keys) {
+  std::string s;
+  for (const auto& k : keys) s += (s.empty() ? "" : ", ") + k.substr(k.rfind('.') + 1) + "=" + value_text(r.swept.value(k, nlohmann::json()));
+  return s;
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  io::write_file_atomic(path, text);
+}
+
+std::string table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows, char sep) {
+  std::ostringstream o;
+  auto line = [&](const std::vector<std::string>& cells) {
+    if (sep == '|') {
+      o << "|";
+      for (const auto& c : cells) o << " " << c << " |";
+    } else {
+      for (size_t i = 0; i < cells.size(); ++i) o << (i ? "," : "") << csv_field(cells[i]);
+    }
+    o << "\n";
+  };
+  line(header);
+  if (sep == '|') line(std::vector<std::string>(header.size(), "---"));
+  for (const auto& r : rows) line(r);
+  return o.str();
+}
+
+std::string mb(const nlohmann::json& bytes) {
+  if (!bytes.is_number()) return "";
+  char b[32];
+  std::snprintf(b, sizeof(b), "%.2f", bytes.get<double>() / 1e6);
+  return b;
+}
+
+}  // namespace
+
+std::string summary_csv(const ReportInput& in) {
+  std::vector<std::string> header = {"run", "stage", "tool"};
+  for (const auto& k : in.swept_keys) header.push_back(k);
+  for (const char* k : {"perplexity", "num_parameters", "disk_size_bytes", "memory_footprint_bytes", "sparsity",
+                        "decode_tokens_per_s"}) {
+    header.push_back(k);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : in.rows) {
+    std::vector<std::string> cells = {r.run, r.stage, r.tool};
+    for (const auto& k : in.swept_keys) cells.push_back(value_text(r.swept.value(k, nlohmann::json())));
+    for (const char* k : {"perplexity", "num_parameters", "disk_size_bytes", "memory_footprint_bytes", "sparsity",
+                          "decode_tokens_per_s"}) {
+      cells.push_back(value_text(figure(r, k)));
+    }
+    rows.push_back(cells);
+  }
+  return table(header, rows, ',');
+}
+
+std::vector<std::string> write_report(const std::string& dir, const ReportInput& in) {
+  std::vector<std::string> written;
+  const std::string csv = (fs::path(dir) / "summary.csv").string();
+  write_text(csv, summary_csv(in));
+  written.push_back(csv);
+
+  // Plots.
+  const auto runs = by_run(in);
+  std::vector<Series> size_ppl, speed;
+  std::vector<std::string> stage_names;
+  for (const auto* r : runs.front().second) stage_names.push_back(r->stage);
+  for (const auto& [run, rows] : runs) {
+    Series s{run.empty() ? "stages" : run + (in.swept_keys.empty() ? "" : " (" + swept_text(*rows.front(), in.swept_keys) + ")"), {}, {}, true};
+    Series d{s.name, {}, {}, true};
+    for (size_t i = 0; i < rows.size(); ++i) {
+      s.points.emplace_back(number(figure(*rows[i], "disk_size_bytes")) / 1e6, number(figure(*rows[i], "perplexity")));
+      s.labels.push_back(rows[i]->stage);
+      d.points.emplace_back(static_cast<double>(i), number(figure(*rows[i], "decode_tokens_per_s")));
+    }
+    size_ppl.push_back(s);
+    speed.push_back(d);
+  }
+  std::vector<Series> layers;
+  for (const auto* r : runs.front().second) {
+    const nlohmann::json& m = r->stage_metrics;
+    const bool prune = m.contains("linears") && m["linears"].is_object();
+    const bool quant = m.contains("layers") && m["layers"].is_object();
+    if (!prune && !quant) continue;
+    Series s{r->stage + (prune ? " (sparsity)" : " (relative error)"), {}, {}, true};
+    double i = 0;
+    for (auto it = (prune ? m["linears"] : m["layers"]).begin(); it != (prune ? m["linears"] : m["layers"]).end(); ++it) {
+      s.points.emplace_back(i++, number(it.value().value(prune ? "achieved_sparsity" : "relative_error", nlohmann::json())));
+    }
+    layers.push_back(s);
+  }
+  const fs::path plots = fs::path(dir) / "plots";
+  auto plot = [&](const std::string& name, const PlotSpec& spec, const std::vector<Series>& series) {
+    const std::string p = (plots / name).string();
+    write_text(p, render_svg(spec, series));
+    written.push_back(p);
+  };
+  plot("size_vs_perplexity.svg", {"Size on disk vs held-out perplexity", "size on disk (MB)", "perplexity", {}, true}, size_ppl);
+  plot("decode_speed.svg", {"Decode speed per stage (batch 1, KV cache)", "stage", "decode tokens/s", stage_names}, speed);
+  if (!layers.empty()) {
+    plot("per_layer.svg", {"Per-layer sparsity / quantization error (" + run_label(in.rows.front()) + ")",
+                           "decoder linear (in file order)", "fraction", {}},
+         layers);
+  }
+
+  // report.md
+  std::ostringstream md;
+  md << "# " << in.title << "\n\n";
+  md << "Recipe: `" << in.recipe_path << "`. Every model was evaluated with the same library calls as `evaluate` "
+     << "(perplexity by DESIGN.md §4 on the recipe's eval_file).\n\n";
+  for (const auto& [run, rows] : runs) {
+    if (!run.empty()) md << "## " << run << " (" << swept_text(*rows.front(), in.swept_keys) << ")\n\n";
+    std::vector<std::vector<std::string>> t;
+    for (const auto* r : rows) {
+      t.push_back({r->stage, r->tool.empty() ? "-" : r->tool, value_text(figure(*r, "perplexity")), mb(figure(*r, "disk_size_bytes")),
+                   mb(figure(*r, "memory_footprint_bytes")), value_text(figure(*r, "num_parameters")),
+                   value_text(figure(*r, "sparsity")), value_text(figure(*r, "decode_tokens_per_s")), "`" + r->path + "`"});
+    }
+    md << table({"stage", "tool", "perplexity", "disk MB", "memory MB", "parameters", "sparsity", "decode tok/s", "path"}, t, '|')
+       << "\n";
+  }
+  md << "## Plots\n\n![size vs perplexity](plots/size_vs_perplexity.svg)\n\n![decode speed](plots/decode_speed.svg)\n\n";
+  if (!layers.empty()) md << "![per layer](plots/per_layer.svg)\n\n";
+  md << "Machine-readable: `summary.csv`, `metrics.json`.\n";
+  const std::string report = (fs::path(dir) / "report.md").string();
+  write_text(report, md.str());
+  written.push_back(report);
+  return written;
+}
+
+std::vector<std::string> write_sweep_tables(const std::string& root, const std::string& name, const ReportInput& in) {
+  std::vector<std::string> written;
+  struct Table {
+    const char* dir;
+    std::vector<const char*> columns;
+  };
+  const std::vector<Table> tables = {
+      {"compression_ratios", {"num_parameters", "disk_size_bytes", "memory_footprint_bytes", "sparsity"}},
+      {"performance_comparison", {"prefill_tokens_per_s", "decode_tokens_per_s", "memory_footprint_bytes"}},
+      {"accuracy_tradeoffs", {"perplexity", "disk_size_bytes", "sparsity"}}};
+  // The original of each run is the reference of the ratios.
+  std::map<std::string, const Row*> originals;
+  for (const auto& r : in.rows) {
+    if (r.stage == "original" && !originals.count(r.run)) originals[r.run] = &r;
+  }
+  for (const auto& t : tables) {
+    std::vector<std::string> header = {"run", "stage", "tool"};
+    for (const auto& k : in.swept_keys) header.push_back(k);
+    for (const char* c : t.columns) header.push_back(c);
+    const std::string ratio = std::string(t.dir) == "compression_ratios" ? "compression_ratio" :
+                              std::string(t.dir) == "accuracy_tradeoffs" ? "perplexity_ratio" : "decode_speedup";
+    header.push_back(ratio);
+    std::vector<std::vector<std::string>> rows;
+    nlohmann::json json_rows = nlohmann::json::array();
+    for (const auto& r : in.rows) {
+      std::vector<std::string> cells = {r.run, r.stage, r.tool};
+      nlohmann::json jr = {{"run", r.run}, {"stage", r.stage}, {"tool", r.tool}, {"swept", r.swept}};
+      for (const auto& k : in.swept_keys) cells.push_back(value_text(r.swept.value(k, nlohmann::json())));
+      for (const char* c : t.columns) {
+        cells.push_back(value_text(figure(r, c)));
+        jr[c] = figure(r, c);
+      }
+      const Row* o = originals.count(r.run) ? originals.at(r.run) : nullptr;
+      double v = std::nan("");
+      if (o != nullptr) {
+        if (ratio == "compression_ratio") v = number(figure(*o, "disk_size_bytes")) / number(figure(r, "disk_size_bytes"));
+        else if (ratio == "perplexity_ratio") v = number(figure(r, "perplexity")) / number(figure(*o, "perplexity"));
+        else v = number(figure(r, "decode_tokens_per_s")) / number(figure(*o, "decode_tokens_per_s"));
+      }
+      cells.push_back(std::isfinite(v) ? value_text(v) : "");
+      jr[ratio] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+      rows.push_back(cells);
+      json_rows.push_back(jr);
+    }
+    const fs::path base = fs::path(root) / t.dir / name;
+    write_text(base.string() + ".csv", table(header, rows, ','));
+    write_text(base.string() + ".json", json_rows.dump(2) + "\n");
+    written.push_back(base.string() + ".csv");
+    written.push_back(base.string() + ".json");
+  }
+  return written;
+}
+
+}  // namespace llmc::report
