@@ -10,7 +10,6 @@ OPT forward of scripts/opt_reference.py (no dropout: the benchmark's configs set
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 
@@ -19,24 +18,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import opt_reference  # noqa: E402
+from make_fixtures import load_safetensors  # noqa: E402
 
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 def load_dir(d):
     cfg = json.load(open(os.path.join(d, "config.json")))
-    with open(os.path.join(d, "model.safetensors"), "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = memoryview(data)[8 + n:]
-    sd = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = e["data_offsets"]
-        sd[name] = torch.frombuffer(bytearray(body[a:b]), dtype=DTYPES[e["dtype"]]).reshape(e["shape"]).float()
-    return sd, cfg
+    return {k: v.float() for k, v in load_safetensors(os.path.join(d, "model.safetensors")).items()}, cfg
 
 
 def main():

@@ -54,6 +54,25 @@ def save_safetensors(path, tensors, metadata=None):
             f.write(b)
 
 
+def load_safetensors(path):
+    """The tensors of a safetensors file (a name -> tensor dict), read directly: 8-byte
+    little-endian header length, JSON header, raw little-endian data."""
+    by_name = {v[0]: k for k, v in _ST_DTYPES.items()}
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = memoryview(data)[8 + n:]
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = e["data_offsets"]
+        flat = torch.frombuffer(bytearray(body[a:b]), dtype=by_name[e["dtype"]]) if b > a else torch.empty(0)
+        out[name] = flat.reshape(e["shape"])
+    return out
+
+
 def raw_safetensors(path, header_obj, data, header_len=None):
     h = json.dumps(header_obj).encode()
     with open(path, "wb") as f:

@@ -10,28 +10,8 @@ src=${3:?source dir}
 ds="$bin/distill"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
 py=/usr/bin/python3
-
-expect() {
-  local want=$1 name=$2
-  shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  if [ "$got" = "$want" ]; then pass=$((pass + 1)); else
-    fail=$((fail + 1)); echo "FAIL $name: exit $got, expected $want"; sed 's/^/  stderr: /' "$tmp/err" | tail -8
-  fi
-}
-expect_grep() {
-  if grep -q -- "$2" "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $3: '$2' not in $1"; sed 's/^/  /' "$1" | tail -5; fi
-}
-# check NAME PYTHON-EXPRESSION-ON-m (m = the metrics JSON at $tmp/metrics)
-check() {
-  if $py -c "import json,sys; m=json.load(open('$tmp/metrics')); sys.exit(0 if ($2) else 1)"; then pass=$((pass + 1)); else
-    fail=$((fail + 1)); echo "FAIL $1: $2"; head -c 600 "$tmp/metrics"; echo
-  fi
-}
+. "$src/tests/cli_lib.sh"
 # same_weights NAME A B: max abs difference <= 1e-5
 same_weights() {
   local d
@@ -61,28 +41,28 @@ small=(--block_size 32 --per_device_train_batch_size 4 --logging_steps 5)
 
 # Usage errors (exit 2).
 expect 2 no-train-file -- "$ds" --teacher_model "$teacher" --student_model "$teacher" --output_dir "$tmp/x" "${q[@]}"
-expect_grep "$tmp/err" "--train_file is required" no-train-file-message
+expect_grep "$se" "--train_file is required" no-train-file-message
 expect 2 kl-needs-teacher -- "$ds" --student_model "$teacher" --train_file "$tmp/train.txt" --output_dir "$tmp/x" "${q[@]}"
 expect 2 fresh-needs-tokenizer -- "$ds" --student_config "$tmp/student.json" --distillation_loss ce --train_file "$tmp/train.txt" --output_dir "$tmp/x" "${q[@]}"
 expect 2 bad-loss -- "$ds" --student_model "$teacher" --distillation_loss cosine --train_file "$tmp/train.txt" --output_dir "$tmp/x" "${q[@]}"
-expect_grep "$tmp/err" "supported: ce, kl, mse" bad-loss-message
+expect_grep "$se" "supported: ce, kl, mse" bad-loss-message
 
 # The quick start's flags (mse), on the fixtures; the student keeps its float32 dtype.
 expect 0 quickstart-mse -- "$ds" --teacher_model "$teacher" --student_model "$fx/opt_preln_bf16_sharded" \
   --output_dir "$tmp/mse" --distillation_loss mse --train_file "$tmp/train.txt" --max_steps 3 "${small[@]}" \
   --metrics_out "$tmp/metrics" "${q[@]}"
-check mse-metrics "m['status'] == 'ok' and m['distillation_loss'] == 'mse' and len(m['loss_curve']) >= 1 and m['save_dtype'] == 'bfloat16'"
+json_check mse-metrics "$tmp/metrics" "m['status'] == 'ok' and m['distillation_loss'] == 'mse' and len(m['loss_curve']) >= 1 and m['save_dtype'] == 'bfloat16'"
 expect_grep "$tmp/mse/config.json" '"torch_dtype": "bfloat16"' mse-save-dtype
 expect 0 output-loads -- "$bin/evaluate" --model_name_or_path "$tmp/mse" --eval_file "$fx/eval.txt" "${q[@]}"
 # A non-empty output directory is refused without --overwrite or --resume_from_checkpoint.
 expect 2 non-empty-output -- "$ds" --teacher_model "$teacher" --student_model "$teacher" --output_dir "$tmp/mse" \
   --distillation_loss mse --train_file "$tmp/train.txt" --max_steps 1 "${small[@]}" "${q[@]}"
-expect_grep "$tmp/err" "not empty" non-empty-message
+expect_grep "$se" "not empty" non-empty-message
 
 # Vocabulary mismatch: a student with its own SentencePiece tokenizer cannot learn from a GPT-2 BPE teacher.
 expect 2 tokenizer-mismatch -- "$ds" --teacher_model "$teacher" --student_config "$tmp/student.json" \
   --train_tokenizer sentencepiece:400 --output_dir "$tmp/mismatch" --train_file "$tmp/train.txt" --max_steps 1 "${small[@]}" "${q[@]}"
-expect_grep "$tmp/err" "share one tokenizer" tokenizer-mismatch-message
+expect_grep "$se" "share one tokenizer" tokenizer-mismatch-message
 # A student whose vocab_size is below the tokenizer's.
 mkdir -p "$tmp/smallvocab" && cp "$teacher"/* "$tmp/smallvocab/"
 $py -c "
@@ -99,18 +79,18 @@ expect 2 vocab-too-small -- "$ds" --teacher_model "$teacher" --student_model "$t
 "$bin/quantize" --model_name_or_path "$teacher" --output_dir "$tmp/nf4" --quantization_method bitsandbytes --quantization_bits 4 "${q[@]}" >/dev/null 2>&1
 expect 2 quantized-student -- "$ds" --teacher_model "$teacher" --student_model "$tmp/nf4" --output_dir "$tmp/qs" \
   --train_file "$tmp/train.txt" --max_steps 1 "${small[@]}" "${q[@]}"
-expect_grep "$tmp/err" "quantize" quantized-student-message
+expect_grep "$se" "quantize" quantized-student-message
 "$bin/prune" --model_path "$teacher" --output_dir "$tmp/sparse" --pruning_type unstructured --pruning_ratio 0.5 "${q[@]}" >/dev/null 2>&1
 expect 0 sparse-student -- "$ds" --teacher_model "$teacher" --student_model "$tmp/sparse" --output_dir "$tmp/sp" \
   --train_file "$tmp/train.txt" --max_steps 4 --learning_rate 1e-3 "${small[@]}" --metrics_out "$tmp/metrics" "${q[@]}"
-check sparsity-kept "m['output']['sparsity'] >= 0.5"
+json_check sparsity-kept "$tmp/metrics" "m['output']['sparsity'] >= 0.5"
 
 # A short kl run from a fresh student on the teacher's tokenizer lowers the held-out KL to the teacher.
 expect 0 kl-lowers -- "$ds" --teacher_model "$teacher" --student_config "$tmp/student.json" --tokenizer "$teacher" \
   --output_dir "$tmp/kl" --train_file "$tmp/train.jsonl" --text_field body --eval_file "$fx/eval.txt" --max_steps 30 \
   --learning_rate 3e-3 --temperature 1 --hidden_loss_weight 0.5 "${small[@]}" --metrics_out "$tmp/metrics" "${q[@]}"
-check kl-lowered "m['kl_to_teacher_after'] < 0.9 * m['kl_to_teacher_before'] and m['teacher_perplexity'] > 0"
-check kl-curve "all(k in m['loss_curve'][0] for k in ('soft', 'hard', 'hidden', 'lr', 'grad_norm', 'tokens_per_s'))"
+json_check kl-lowered "$tmp/metrics" "m['kl_to_teacher_after'] < 0.9 * m['kl_to_teacher_before'] and m['teacher_perplexity'] > 0"
+json_check kl-curve "$tmp/metrics" "all(k in m['loss_curve'][0] for k in ('soft', 'hard', 'hidden', 'lr', 'grad_norm', 'tokens_per_s'))"
 
 # Exact resume. Reference: an uninterrupted run. Then the same run killed with SIGKILL once its
 # checkpoint-10 exists, and resumed; and one interrupted by SIGINT (exit 130, checkpoint saved), resumed.
@@ -124,21 +104,20 @@ for _ in $(seq 1 600); do [ -f "$tmp/killed/checkpoint-10/trainer_state.json" ] 
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 if [ -f "$tmp/killed/metrics.json" ]; then echo "note: the run finished before the kill"; fi
 expect 0 resume-after-kill -- "${run[@]}" --output_dir "$tmp/killed" --resume_from_checkpoint latest --metrics_out "$tmp/metrics"
-check resumed-from "'resumed_from' in m or True"
+json_check resumed-from "$tmp/metrics" "'resumed_from' in m or True"
 same_weights "$tmp/ref" "$tmp/killed" kill-resume-equal
 "${run[@]}" --output_dir "$tmp/int" >/dev/null 2>"$tmp/int.err" &
 pid=$!
 for _ in $(seq 1 600); do [ -d "$tmp/int/checkpoint-5" ] && break; sleep 0.05; done
 kill -INT $pid; wait $pid; rc=$?
-if [ "$rc" = 130 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL sigint: exit $rc, expected 130"; tail -3 "$tmp/int.err"; fi
-if ls -d "$tmp/int"/checkpoint-* >/dev/null 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL sigint-checkpoint: none saved"; fi
+expect_true sigint-exit-130 [ "$rc" = 130 ]
+expect_true sigint-checkpoint compgen -G "$tmp/int/checkpoint-*"
 expect 0 resume-after-sigint -- "${run[@]}" --output_dir "$tmp/int" --resume_from_checkpoint latest
 same_weights "$tmp/ref" "$tmp/int" sigint-resume-equal
 n=$(ls -d "$tmp/ref"/checkpoint-* | wc -l)
-if [ "$n" = 2 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL save_total_limit: $n checkpoints"; fi
+expect_true save-total-limit [ "$n" = 2 ]
 # A different setting cannot resume the run.
 expect 2 resume-other-settings -- "${run[@]}" --output_dir "$tmp/int" --resume_from_checkpoint latest --learning_rate 1e-4
-expect_grep "$tmp/err" "learning_rate" resume-other-settings-message
+expect_grep "$se" "learning_rate" resume-other-settings-message
 
-echo "distill_cli_test: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish distill_cli_test

@@ -1,32 +1,20 @@
 """Prints the largest absolute difference between the tensors of two safetensors files
-(same names and shapes required). Reads the format directly: 8-byte little-endian header
-length, JSON header, raw little-endian data. Debian's python3-torch does the arithmetic.
+(same names and shapes required), read by scripts/make_fixtures.py's independent reader;
+Debian's python3-torch does the arithmetic.
 
   /usr/bin/python3 tests/max_abs_diff.py A.safetensors B.safetensors
 """
-import json
-import struct
+import os
 import sys
 
 import torch
 
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+from make_fixtures import load_safetensors  # noqa: E402
 
 
 def load(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = memoryview(data)[8 + n:]
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = e["data_offsets"]
-        t = torch.frombuffer(bytearray(body[a:b]), dtype=DTYPES[e["dtype"]]) if b > a else torch.empty(0)
-        out[name] = t.reshape(e["shape"]).to(torch.float64)
-    return out
+    return {k: v.to(torch.float64) for k, v in load_safetensors(path).items()}
 
 
 def main():

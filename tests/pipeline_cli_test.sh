@@ -10,28 +10,10 @@ fx=${2:?fixtures dir}
 pl="$bin/pipeline"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+lib="$(cd "$(dirname "$0")" && pwd)/cli_lib.sh"
 cd "$tmp" || exit 1
-pass=0
-fail=0
 py=/usr/bin/python3
-
-expect() {
-  local want=$1 name=$2
-  shift 3
-  "$@" >"$tmp/stdout.txt" 2>"$tmp/stderr.txt"
-  local got=$?
-  if [ "$got" = "$want" ]; then pass=$((pass + 1)); else
-    fail=$((fail + 1)); echo "FAIL $name: exit $got, expected $want"; sed 's/^/  stderr: /' "$tmp/stderr.txt" | tail -8
-  fi
-}
-expect_grep() {
-  if grep -q -- "$2" "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $3: '$2' not in $1"; sed 's/^/  /' "$1" | tail -5; fi
-}
-check() {  # NAME PYTHON-EXPRESSION (o = the --json output)
-  if $py -c "import json,sys,csv; o=json.load(open('$tmp/stdout.txt')); sys.exit(0 if ($2) else 1)"; then pass=$((pass + 1)); else
-    fail=$((fail + 1)); echo "FAIL $1: $2"; head -c 800 "$tmp/stdout.txt"; echo
-  fi
-}
+. "$lib"
 q=(--quiet --threads 2)
 recipe() {  # FILE JSON
   printf '%s\n' "$2" >"$1"
@@ -41,22 +23,22 @@ recipe() {  # FILE JSON
 base='"name": "t", "model_name_or_path": "'$fx/opt_preln_f32'", "output_dir": "out"'
 recipe bad1.json "{$base, \"stages\": [{\"name\": \"p\", \"tool\": \"prune\", \"options\": {\"pruning_raito\": 0.5}}]}"
 expect 2 unknown-option -- "$pl" --config bad1.json "${q[@]}"
-expect_grep "$tmp/stderr.txt" "recipe.stages\[0\].options.pruning_raito: unknown option" unknown-option-path
+expect_grep "$se" "recipe.stages\[0\].options.pruning_raito: unknown option" unknown-option-path
 recipe bad2.json "{$base, \"stages\": [{\"name\": \"p\", \"tool\": \"prune_it\"}]}"
 expect 2 unknown-tool -- "$pl" --config bad2.json "${q[@]}"
-expect_grep "$tmp/stderr.txt" "recipe.stages\[0\].tool: unknown tool 'prune_it' (supported: distill, prune, quantize)" unknown-tool-path
+expect_grep "$se" "recipe.stages\[0\].tool: unknown tool 'prune_it' (supported: distill, prune, quantize)" unknown-tool-path
 recipe bad3.json "{$base, \"stages\": [{\"name\": \"d\", \"tool\": \"distill\", \"options\": {\"teacher_model\": \"@q\", \"train_file\": \"x.txt\"}}, {\"name\": \"q\", \"tool\": \"quantize\"}]}"
 expect 2 later-reference -- "$pl" --config bad3.json "${q[@]}"
-expect_grep "$tmp/stderr.txt" "recipe.stages\[0\].options.teacher_model: '@q' refers to a later stage" later-reference-path
+expect_grep "$se" "recipe.stages\[0\].options.teacher_model: '@q' refers to a later stage" later-reference-path
 recipe bad4.json "{$base, \"colour\": 1, \"stages\": [{\"name\": \"q\", \"tool\": \"quantize\"}]}"
 expect 2 unknown-key -- "$pl" --config bad4.json "${q[@]}"
-expect_grep "$tmp/stderr.txt" "recipe.colour: unknown key" unknown-key-path
+expect_grep "$se" "recipe.colour: unknown key" unknown-key-path
 recipe bad5.json "{$base, \"stages\": [{\"name\": \"q\", \"tool\": \"quantize\"}], \"sweep\": {\"stages.3.options.blocksize\": [64]}}"
 expect 2 bad-sweep-path -- "$pl" --config bad5.json "${q[@]}"
-expect_grep "$tmp/stderr.txt" "recipe.sweep.stages.3.options.blocksize: names no value" bad-sweep-message
+expect_grep "$se" "recipe.sweep.stages.3.options.blocksize: names no value" bad-sweep-message
 recipe bad6.json "{$base, \"stages\": [{\"name\": \"q\", \"tool\": \"quantize\", \"options\": {\"quantization_bits\": 5}}]}"
 expect 2 invalid-combination -- "$pl" --config bad6.json "${q[@]}"
-expect_grep "$tmp/stderr.txt" "recipe.stages\[0\].options" invalid-combination-path
+expect_grep "$se" "recipe.stages\[0\].options" invalid-combination-path
 expect 3 missing-recipe -- "$pl" --config nothing.json "${q[@]}"
 
 # ---- A sweep: prune (ratio swept) then quantize, evaluated with the benchmark.
@@ -71,10 +53,10 @@ recipe sweep.json '{
   "sweep": {"stages.0.options.pruning_ratio": [0.3, 0.6]}
 }'
 expect 0 dry-run -- "$pl" --config sweep.json --dry_run "${q[@]}"
-expect_grep "$tmp/stdout.txt" "run-2 nf4 \[quantize\] to run" dry-run-plan
+expect_grep "$so" "run-2 nf4 \[quantize\] to run" dry-run-plan
 [ ! -e out/run-1 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL dry-run wrote outputs"; }
 expect 0 sweep-run -- "$pl" --config sweep.json --json "${q[@]}"
-check stages-run "o['runs'] == 2 and o['stages_run'] == 5"
+json_check stages-run "$so" "m['runs'] == 2 and m['stages_run'] == 5"
 for f in out/metrics.json out/summary.csv out/report.md out/plots/size_vs_perplexity.svg out/plots/decode_speed.svg \
          out/plots/per_layer.svg experiments/compression_ratios/fixture-sweep.csv \
          experiments/performance_comparison/fixture-sweep.json experiments/accuracy_tradeoffs/fixture-sweep.csv; do
@@ -101,9 +83,9 @@ assert "| pruned | prune |" in open("out/report.md").read()
 PY
 # Rerun: every stage is up to date; --force reruns them.
 expect 0 rerun -- "$pl" --config sweep.json --json "${q[@]}"
-check rerun-skips "o['stages_run'] == 0"
+json_check rerun-skips "$so" "m['stages_run'] == 0"
 expect 0 force -- "$pl" --config sweep.json --json --force "${q[@]}"
-check force-reruns "o['stages_run'] == 5"
+json_check force-reruns "$so" "m['stages_run'] == 5"
 
 # ---- The first stage trains the model from scratch (it is then the original).
 for _ in $(seq 30); do cat "$fx/eval.txt"; done >train.txt
@@ -122,7 +104,6 @@ recipe scratch.json '{
 printf '%s\n' '{"model_type": "opt", "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "ffn_dim": 64,
  "max_position_embeddings": 64, "num_attention_heads": 2, "word_embed_proj_dim": 32}' >student.json
 expect 0 scratch-run -- "$pl" --config scratch.json --json "${q[@]}"
-check scratch-summary "[r['stage'] for r in o['summary']] == ['trained', 'student', 'nf4'] and o['summary'][0]['perplexity'] < 300"
+json_check scratch-summary "$so" "[r['stage'] for r in m['summary']] == ['trained', 'student', 'nf4'] and m['summary'][0]['perplexity'] < 300"
 
-echo "pipeline_cli_test: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish pipeline_cli_test

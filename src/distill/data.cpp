@@ -29,15 +29,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// SplitMix64: the seed of each epoch's generator from (seed, epoch).
-uint64_t mix(uint64_t x) {
+}  // namespace
+
+uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
-
-}  // namespace
 
 std::vector<int64_t> load_token_ids(const std::string& path, const std::string& text_field, const tokenizer::Tokenizer& tok) {
   const std::string bytes = read_whole(path);
@@ -81,7 +80,7 @@ at::Tensor pack_blocks(const std::vector<int64_t>& ids, int64_t block_size) {
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
-  std::mt19937_64 gen(mix(seed ^ mix(static_cast<uint64_t>(epoch))));
+  std::mt19937_64 gen(splitmix64(seed ^ splitmix64(static_cast<uint64_t>(epoch))));
   for (int64_t i = n - 1; i > 0; --i) {
     // Uniform in [0, i] without std::uniform_int_distribution (whose algorithm differs between
     // standard libraries): rejection sampling on the raw 64-bit output.

@@ -71,14 +71,6 @@ nlohmann::json training_fingerprint(const DistillOptions& o, int64_t block_size,
           {"seed", o.seed}};
 }
 
-// SplitMix64 finaliser: per-micro-batch dropout seeds from (seed, micro-batch index).
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 bool is_empty_dir(const std::string& dir) {
   std::error_code ec;
   return !fs::exists(dir, ec) || (fs::is_directory(dir, ec) && fs::directory_iterator(dir, ec) == fs::directory_iterator());
@@ -594,7 +586,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
       const at::Tensor mask = at::ones_like(x);
       {
         std::lock_guard<std::mutex> lock(dropout_gen.mutex());
-        dropout_gen.set_current_seed(mix64(static_cast<uint64_t>(o.seed) ^ mix64(static_cast<uint64_t>(step * accum + j))));
+        dropout_gen.set_current_seed(splitmix64(static_cast<uint64_t>(o.seed) ^ splitmix64(static_cast<uint64_t>(step * accum + j))));
       }
       LossInputs in;
       at::Tensor t_hidden;

@@ -21,6 +21,9 @@ std::vector<int64_t> load_token_ids(const std::string& path, const std::string& 
 // shorter than a block is dropped (as transformers' run_clm group_texts).
 at::Tensor pack_blocks(const std::vector<int64_t>& ids, int64_t block_size);
 
+// SplitMix64's finaliser: well-mixed seeds from (seed, index) pairs (epochs, micro-batches).
+uint64_t splitmix64(uint64_t x);
+
 // The order of n blocks in `epoch`: a Fisher-Yates shuffle by a 64-bit generator seeded from
 // (seed, epoch), the same on every machine and library version.
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
