@@ -10,7 +10,8 @@ fx=${2:?fixtures dir}
 pl="$bin/pipeline"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-lib="$(cd "$(dirname "$0")" && pwd)/cli_lib.sh"
+src="$(cd "$(dirname "$0")/.." && pwd)"
+lib="$src/tests/cli_lib.sh"
 cd "$tmp" || exit 1
 py=/usr/bin/python3
 . "$lib"
@@ -105,5 +106,21 @@ printf '%s\n' '{"model_type": "opt", "vocab_size": 300, "hidden_size": 32, "num_
  "max_position_embeddings": 64, "num_attention_heads": 2, "word_embed_proj_dim": 32}' >student.json
 expect 0 scratch-run -- "$pl" --config scratch.json --json "${q[@]}"
 json_check scratch-summary "$so" "[r['stage'] for r in m['summary']] == ['trained', 'student', 'nf4'] and m['summary'][0]['perplexity'] < 300"
+
+# ---- The seed's configs: each tool accepts its own with --config (explicit flags win).
+m="$fx/opt_preln_f32"
+expect 0 quantization-config -- "$bin/quantize" --config "$src/configs/quantization_config.json" --model_name_or_path "$m" \
+  --output_dir cfg/quantized "${q[@]}"
+expect 0 pruning-config -- "$bin/prune" --config "$src/configs/pruning_config.json" --model_path cfg/quantized \
+  --output_dir cfg/pruned "${q[@]}"
+expect 0 distillation-config -- "$bin/distill" --config "$src/configs/distillation_config.json" --teacher_model "$m" \
+  --student_model "$m" --train_file train.txt --eval_file "$fx/eval.txt" --block_size 32 --max_steps 2 \
+  --output_dir cfg/distilled "${q[@]}"
+expect 0 evaluate-config -- "$bin/evaluate" --config "$src/configs/evaluate_config.json" --model_name_or_path cfg/distilled \
+  --max_length 32 --bench_prompt_tokens 8 --bench_new_tokens 4 "${q[@]}"
+for recipe in pipeline_config pipeline_quality_table; do
+  (cd "$src" && "$pl" --config "configs/$recipe.json" --dry_run --quiet) >"$so" 2>"$se"
+  expect_true "$recipe-dry-run" grep -q "pipeline plan for configs/$recipe.json" "$so"
+done
 
 finish pipeline_cli_test

@@ -88,8 +88,15 @@ nlohmann::json resolve_refs(const nlohmann::json& options, const std::map<std::s
 std::vector<PlannedStage> plan(const Recipe& recipe, const std::vector<Run>& runs, const PipelineOptions& po,
                                std::optional<Model>& original) {
   if (!recipe.model_name_or_path.empty()) {
-    const std::string dir = io::resolve_model_dir(recipe.model_name_or_path);
-    original = Model{dir, directory_hash(dir)};
+    try {
+      const std::string dir = io::resolve_model_dir(recipe.model_name_or_path);
+      original = Model{dir, directory_hash(dir)};
+    } catch (const InputError& e) {
+      if (!po.dry_run) throw;
+      // A plan can be shown before the model exists (e.g. before the demo has made it).
+      log_warn(std::string("dry run: ") + e.what());
+      original = Model{recipe.model_name_or_path + " (not found)", "missing"};
+    }
   }
   std::vector<PlannedStage> out;
   std::map<std::string, std::string> dir_of_hash;
