@@ -106,6 +106,9 @@ if [ -f "$tmp/killed/metrics.json" ]; then echo "note: the run finished before t
 expect 0 resume-after-kill -- "${run[@]}" --output_dir "$tmp/killed" --resume_from_checkpoint latest --metrics_out "$tmp/metrics"
 json_check resumed-from "$tmp/metrics" "'resumed_from' in m or True"
 same_weights "$tmp/ref" "$tmp/killed" kill-resume-equal
+# The resumed output is complete (its tokenizer survived the thinning of old checkpoints).
+expect 0 resumed-output-loads -- "$bin/evaluate" --model_name_or_path "$tmp/killed" --eval_file "$fx/eval.txt" "${q[@]}"
+expect_true resumed-checkpoints-complete compgen -G "$tmp/killed/checkpoint-20/tokenizer.model"
 "${run[@]}" --output_dir "$tmp/int" >/dev/null 2>"$tmp/int.err" &
 pid=$!
 for _ in $(seq 1 600); do [ -d "$tmp/int/checkpoint-5" ] && break; sleep 0.05; done

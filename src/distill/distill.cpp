@@ -388,6 +388,14 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     student = load_student(*resume, ctx);
     student.saved_dtype = parse_dtype(state.value("save_dtype", std::string("float32")));
     student.source = state.value("student", *resume);
+    // The checkpoint may be thinned out (--save_total_limit) while training goes on: its
+    // tokenizer files are copied to a stable place first.
+    student.tokenizer_dir = (fs::path(o.output_dir) / ".tokenizer").string();
+    if (fs::path(*resume) != fs::path(student.tokenizer_dir)) {
+      fs::remove_all(student.tokenizer_dir, ec);
+      fs::create_directories(student.tokenizer_dir, ec);
+      io::copy_model_side_files(*resume, student.tokenizer_dir);
+    }
   } else if (!o.student_model.empty()) {
     student = load_student(io::resolve_model_dir(o.student_model, o.revision), ctx);
   } else {
@@ -678,7 +686,13 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   nlohmann::json m = nlohmann::json::object();
   if (!eval_ids.empty()) {
     log_info("held-out evaluation after training");
-    const HeldOut h = heldout(false);
+    HeldOut h;
+    try {
+      h = heldout(false);
+    } catch (const Cancelled&) {
+      save(total_steps);  // every step is done: keep it
+      throw;
+    }
     nlohmann::json e = {{"step", total_steps}, {"perplexity", h.student_perplexity}};
     if (teacher) e["kl_to_teacher"] = h.kl_to_teacher;
     eval_history.push_back(e);
@@ -696,7 +710,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   write_model_files(o.output_dir, weights_as(params, save_dtype), config, student.tokenizer_dir,
                     io::parse_byte_size(o.max_shard_size));
 
-  if (fs::path(student.tokenizer_dir).parent_path() == fs::path(o.output_dir)) fs::remove_all(student.tokenizer_dir, ec);
+  fs::remove_all(fs::path(o.output_dir) / ".tokenizer", ec);  // a trained tokenizer is in the output now
   const eval::ModelStats stats = eval::model_stats(*student.lm);
   m["distillation_loss"] = o.distillation_loss;
   m["teacher"] = teacher_dir.empty() ? nlohmann::json() : nlohmann::json(teacher_dir);
