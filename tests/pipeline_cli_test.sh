@@ -107,6 +107,24 @@ printf '%s\n' '{"model_type": "opt", "vocab_size": 300, "hidden_size": 32, "num_
 expect 0 scratch-run -- "$pl" --config scratch.json --json "${q[@]}"
 json_check scratch-summary "$so" "[r['stage'] for r in m['summary']] == ['trained', 'student', 'nf4'] and m['summary'][0]['perplexity'] < 300"
 
+# ---- An interrupted training stage continues from its checkpoints on the next run and ends
+# where an uninterrupted run ends (max abs difference of the weights <= 1e-5).
+long='{"name": "trained", "tool": "distill", "options": {"distillation_loss": "ce", "student_config": "student.json",
+  "train_tokenizer": "sentencepiece:300", "train_file": "train.txt", "block_size": 32, "per_device_train_batch_size": 4,
+  "max_steps": 400, "save_steps": 20, "learning_rate": 0.003}}'
+recipe resume.json '{"name": "resume", "output_dir": "resume", "stages": ['"$long"']}'
+recipe straight.json '{"name": "straight", "output_dir": "straight", "stages": ['"$long"']}'
+"$pl" --config resume.json "${q[@]}" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [ -f resume/trained/checkpoint-20/trainer_state.json ] && break; sleep 0.05; done
+kill -INT $pid; wait $pid; rc=$?
+expect_true interrupted-130 [ "$rc" = 130 ]
+expect 0 continue-run -- "$pl" --config resume.json --threads 2
+expect_grep "$se" "trained: continuing distill" continue-message
+expect 0 straight-run -- "$pl" --config straight.json "${q[@]}"
+d=$($py "$src/tests/max_abs_diff.py" resume/trained/model.safetensors straight/trained/model.safetensors)
+expect_true "resumed-stage-equal ($d)" $py -c "import sys; sys.exit(0 if float('$d') <= 1e-5 else 1)"
+
 # ---- The seed's configs: each tool accepts its own with --config (explicit flags win).
 m="$fx/opt_preln_f32"
 expect 0 quantization-config -- "$bin/quantize" --config "$src/configs/quantization_config.json" --model_name_or_path "$m" \

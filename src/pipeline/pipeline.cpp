@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -139,11 +140,14 @@ std::vector<PlannedStage> plan(const Recipe& recipe, const std::vector<Run>& run
   return out;
 }
 
-nlohmann::json evaluate_model(const std::string& dir, const std::string& hash, const Recipe& recipe, const RunContext& ctx) {
+// Evaluations are cached by (model hash, evaluation settings, llmc version); --force
+// evaluates again (speed figures are measurements, and a forced stage was rebuilt).
+nlohmann::json evaluate_model(const std::string& dir, const std::string& hash, const Recipe& recipe, bool force,
+                              const RunContext& ctx) {
   const std::string key = io::sha256_hex(nlohmann::json{{"model", hash}, {"evaluation", recipe.evaluation}, {"llmc_version", version()}}.dump());
   const std::string cache = bookkeeping(recipe.output_dir, "eval", key);
   std::error_code ec;
-  if (fs::is_regular_file(cache, ec)) return io::read_json_file(cache);
+  if (!force && fs::is_regular_file(cache, ec)) return io::read_json_file(cache);
   eval::EvaluateOptions eo;
   apply_json_options(eval::option_fields(eo), recipe.evaluation, "recipe.evaluation");
   eo.model_name_or_path = dir;
@@ -205,9 +209,16 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
       log_info((s.run.empty() ? "" : s.run + " ") + s.spec.name + ": " + (s.shared ? "same as an earlier run" : "up to date") + " (" + s.output + ")");
       continue;
     }
-    log_info((s.run.empty() ? "" : s.run + " ") + s.spec.name + ": running " + s.spec.tool + " -> " + s.output);
+    // A stage that was started with the same hash and not finished (interrupted) continues
+    // from its checkpoints when its tool has them (distill); --force starts it over.
+    const std::string pending = bookkeeping(recipe.output_dir, "pending", s.hash);
+    const bool resume = !po.force && fs::is_regular_file(pending, ec) && fs::is_directory(s.output, ec);
+    io::write_file_atomic(pending, nlohmann::json{{"hash", s.hash}, {"output", s.output}}.dump() + "\n");
+    log_info((s.run.empty() ? "" : s.run + " ") + s.spec.name + ": " + (resume ? "continuing " : "running ") + s.spec.tool +
+             " -> " + s.output);
     const auto t0 = std::chrono::steady_clock::now();
-    stage_tools().get(s.spec.tool).run(s.options, s.input, s.output, ctx);
+    stage_tools().get(s.spec.tool).run(s.options, s.input, s.output, resume, ctx);
+    fs::remove(pending, ec);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     io::write_file_atomic(bookkeeping(recipe.output_dir, "stage", s.hash),
                           nlohmann::json{{"hash", s.hash}, {"output", s.output}, {"tool", s.spec.tool}, {"options", s.options},
@@ -222,6 +233,7 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
   rep.recipe_path = recipe.source;
   rep.swept_keys = swept_keys;
   nlohmann::json runs_json = nlohmann::json::array();
+  std::set<std::string> evaluated;  // models shared by runs are evaluated once
   size_t k = 0;
   for (const auto& run : runs) {
     nlohmann::json run_json = {{"name", run.name}, {"swept", run.swept}, {"stages", nlohmann::json::array()}};
@@ -232,7 +244,8 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
       row.tool = tool;
       row.path = m.dir;
       row.swept = run.swept;
-      row.evaluation = evaluate_model(m.dir, m.hash, recipe, ctx);
+      row.evaluation = evaluate_model(m.dir, m.hash, recipe, po.force && !evaluated.count(m.hash), ctx);
+      evaluated.insert(m.hash);
       row.stage_metrics = tool.empty() ? nlohmann::json::object() : read_metrics(m.dir);
       nlohmann::json sj = {{"stage", stage}, {"tool", tool}, {"path", m.dir}, {"hash", m.hash.substr(0, 16)},
                            {"evaluation", row.evaluation}};

@@ -22,6 +22,8 @@ struct ToolParts {
   std::function<void(const O&)> validate;
   std::function<nlohmann::json(const O&, const RunContext&, const Decorate&)> run;
   std::function<bool(const O&)> creates_model = [](const O&) { return false; };
+  // Sets the options that continue an interrupted run from its checkpoints (null: none).
+  std::function<void(O&)> resume = nullptr;
 };
 
 template <class O>
@@ -46,11 +48,12 @@ StageTool make_tool(ToolParts<O> p) {
     bind(options, "options", o);
     return p.creates_model(o);
   };
-  t.run = [p, bind](const nlohmann::json& options, const std::string& input, const std::string& output,
+  t.run = [p, bind](const nlohmann::json& options, const std::string& input, const std::string& output, bool resume,
                     const RunContext& ctx) {
     O o;
     bind(options, "options", o);
     p.place(o, p.creates_model(o) ? "" : input, output);
+    if (resume && p.resume) p.resume(o);
     nlohmann::json resolved = nlohmann::json::object();
     for (const auto& f : p.fields(o)) resolved[f.name] = option_value(f);
     const std::string tool = p.name;
@@ -88,7 +91,11 @@ const Registry<StageTool>& stage_tools() {
                             o.output_dir = out;
                           },
                           distill::validate, distill::run_distill,
-                          [](const distill::DistillOptions& o) { return !o.student_config.empty(); }}));
+                          [](const distill::DistillOptions& o) { return !o.student_config.empty(); },
+                          [](distill::DistillOptions& o) {
+                            o.resume_from_checkpoint = "latest";  // none yet: distill starts over
+                            o.overwrite = false;
+                          }}));
     return r;
   }();
   return registry;

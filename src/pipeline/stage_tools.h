@@ -18,9 +18,10 @@ struct StageTool {
   // True when the stage makes a model without an input (distill with student_config).
   std::function<bool(const nlohmann::json& options)> creates_model;
   // Runs the tool on `input` (ignored when creates_model) writing `output`; returns the
-  // tool's metrics (also written to output/metrics.json).
+  // tool's metrics (also written to output/metrics.json). `resume`: continue an interrupted
+  // run of the same stage from its checkpoints (tools that have them).
   std::function<nlohmann::json(const nlohmann::json& options, const std::string& input, const std::string& output,
-                               const RunContext& ctx)>
+                               bool resume, const RunContext& ctx)>
       run;
 };
 
