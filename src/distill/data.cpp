@@ -2,28 +2,17 @@
 
 #include <ATen/ops/empty.h>
 
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <sstream>
 
 #include "llmc/core/error.h"
+#include "llmc/io/json_file.h"
 
 namespace llmc::distill {
 
 namespace {
-
-std::string read_whole(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw InputError(path + ": file not found");
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (!in.good() && !in.eof()) throw InputError(path + ": cannot read");
-  return ss.str();
-}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -39,12 +28,13 @@ uint64_t splitmix64(uint64_t x) {
 }
 
 std::vector<int64_t> load_token_ids(const std::string& path, const std::string& text_field, const tokenizer::Tokenizer& tok) {
-  const std::string bytes = read_whole(path);
-  if (ends_with(path, ".txt")) {
+  const bool txt = ends_with(path, ".txt");
+  if (!txt && !ends_with(path, ".jsonl")) throw UsageError(path + ": expected a .txt or .jsonl file");
+  const std::string bytes = io::read_text_file(path);
+  if (txt) {
     if (!tokenizer::is_valid_utf8(bytes)) throw InputError(path + ": not valid UTF-8");
     return tok.encode(bytes, true);
   }
-  if (!ends_with(path, ".jsonl")) throw UsageError(path + ": expected a .txt or .jsonl file");
   std::vector<int64_t> ids;
   std::istringstream lines(bytes);
   std::string line;

@@ -29,6 +29,7 @@
 #include "llmc/distill/losses.h"
 #include "llmc/distill/optimizer.h"
 #include "llmc/eval/model_stats.h"
+#include "llmc/eval/perplexity.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
 #include "llmc/io/safetensors.h"
@@ -84,17 +85,20 @@ std::vector<TrainableParameter> trainable(const model::CausalLM& lm) {
     if (!seen.insert(t.unsafeGetTensorImpl()).second) continue;
     at::Tensor p = t;
     p.requires_grad_(true);
-    const bool no_decay = name.size() >= 5 && (name.compare(name.size() - 5, 5, ".bias") == 0 ||
-                                               name.find("layer_norm") != std::string::npos);
-    out.push_back({name, p, !no_decay});
+    const bool bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    out.push_back({name, p, !bias && name.find("layer_norm") == std::string::npos});
   }
   return out;
 }
 
+// Tensors the trainer adds (the hidden-state projection): trained and checkpointed with the
+// optimizer state, never part of the model.
+bool is_trainer_tensor(const std::string& name) { return name.rfind("distill.", 0) == 0; }
+
 io::StateDict weights_as(const std::vector<TrainableParameter>& params, c10::ScalarType dtype) {
   io::StateDict out;
   for (const auto& p : params) {
-    if (p.name.rfind("distill.", 0) == 0) continue;
+    if (is_trainer_tensor(p.name)) continue;
     out[p.name] = p.value.detach().to(c10::kCPU, dtype).contiguous();
   }
   return out;
@@ -135,9 +139,9 @@ std::string text_probe(const std::string& path) {
   return tokenizer::sanitize_utf8(s);
 }
 
-// Held-out figures over consecutive windows of `window` tokens (the last may be shorter):
-// the student's perplexity, the teacher's when asked, and the mean KL(teacher || student)
-// per predicted token at temperature 1.
+// Held-out figures over the perplexity protocol's windows of `window` tokens: the student's
+// perplexity, the teacher's when asked, and the mean KL(teacher || student) per predicted
+// token at temperature 1.
 struct HeldOut {
   double student_perplexity{0};
   double teacher_perplexity{0};
@@ -150,28 +154,16 @@ HeldOut evaluate_heldout(model::CausalLM& student, model::CausalLM* teacher, boo
                          const RunContext& ctx) {
   at::NoGradGuard no_grad;
   student.set_training(false);
-  double s_nll = 0, t_nll = 0, kl = 0;
-  int64_t predicted = 0;
-  const int64_t n = static_cast<int64_t>(ids.size());
-  std::vector<std::pair<int64_t, int64_t>> windows;  // (start, length)
-  for (int64_t s = 0; s + 1 < n; s += window) windows.emplace_back(s, std::min(window, n - s));
-  for (size_t w = 0; w < windows.size();) {
-    ctx.check_cancelled();
-    // Windows of one length go together.
-    size_t e = w;
-    while (e < windows.size() && e - w < static_cast<size_t>(batch) && windows[e].second == windows[w].second) ++e;
-    const int64_t T = windows[w].second, B = static_cast<int64_t>(e - w);
-    at::Tensor x = at::empty({B, T}, at::TensorOptions().dtype(c10::kLong));
-    for (int64_t b = 0; b < B; ++b) {
-      std::copy_n(ids.begin() + windows[w + static_cast<size_t>(b)].first, T, x.data_ptr<int64_t>() + b * T);
-    }
-    x = x.to(ctx.device);
-    const at::Tensor mask = at::ones_like(x);
-    const at::Tensor targets = x.slice(1, 1, T).reshape({-1});
+  double s_nll = 0, t_nll = 0, kl = 0, predicted = 0;
+  eval::for_each_window_batch(ids, window, batch, ctx.device, "held-out", ctx, [&](const at::Tensor& x, const at::Tensor& mask) {
+    const int64_t T = x.size(1);
+    if (T < 2) return;
+    const at::Tensor valid = mask.slice(1, 1, T).to(c10::kFloat);  // positions that predict a real token
+    const at::Tensor targets = x.slice(1, 1, T);
     auto nll = [&](const at::Tensor& logits) {
-      return at::cross_entropy_loss(logits.slice(1, 0, T - 1).reshape({-1, logits.size(-1)}).to(c10::kFloat), targets,
-                                    {}, at::Reduction::Sum)
-          .item<double>();
+      const at::Tensor per_token = at::cross_entropy_loss(logits.slice(1, 0, T - 1).to(c10::kFloat).transpose(1, 2), targets,
+                                                          {}, at::Reduction::None);
+      return (per_token * valid).sum().item<double>();
     };
     const at::Tensor s_logits = student.forward(x, mask, nullptr);
     s_nll += nll(s_logits);
@@ -182,32 +174,31 @@ HeldOut evaluate_heldout(model::CausalLM& student, model::CausalLM* teacher, boo
         return at::log_softmax(l.slice(1, 0, T - 1).slice(-1, 0, shared_vocab).to(c10::kFloat), -1);
       };
       const at::Tensor lt = logp(t_logits), ls = logp(s_logits);
-      kl += (lt.exp() * (lt - ls)).sum().item<double>();
+      kl += ((lt.exp() * (lt - ls)).sum(-1) * valid).sum().item<double>();
     }
-    predicted += B * (T - 1);
-    w = e;
-  }
+    predicted += valid.sum().item<double>();
+  });
   if (predicted == 0) throw InputError("the eval file has fewer than 2 tokens");
   HeldOut h;
-  h.predicted_tokens = predicted;
-  h.student_perplexity = std::exp(s_nll / static_cast<double>(predicted));
-  if (teacher_ppl) h.teacher_perplexity = std::exp(t_nll / static_cast<double>(predicted));
-  if (teacher != nullptr) h.kl_to_teacher = kl / static_cast<double>(predicted);
+  h.predicted_tokens = static_cast<int64_t>(predicted);
+  h.student_perplexity = std::exp(s_nll / predicted);
+  if (teacher_ppl) h.teacher_perplexity = std::exp(t_nll / predicted);
+  if (teacher != nullptr) h.kl_to_teacher = kl / predicted;
   return h;
 }
 
 struct Student {
   std::unique_ptr<model::CausalLM> lm;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
   std::string source;         // what it was loaded or made from
   std::string tokenizer_dir;  // where its tokenizer files are
   c10::ScalarType saved_dtype{c10::kFloat};
 };
 
+// The dtype a checkpoint was saved in (torch_dtype, else dtype); float32 when absent or unknown.
 c10::ScalarType dtype_of_config(const nlohmann::json& config) {
   const std::string d = config.value("torch_dtype", config.value("dtype", std::string()));
-  if (d == "float16") return c10::kHalf;
-  if (d == "bfloat16") return c10::kBFloat16;
-  return c10::kFloat;
+  return d == "float16" || d == "bfloat16" ? parse_dtype(d) : c10::kFloat;
 }
 
 // A fresh student: config + tokenizer (copied or trained) + transformers-style initial weights.
@@ -216,7 +207,7 @@ Student fresh_student(const DistillOptions& o, const RunContext& ctx) {
   if (!config.is_object()) throw InputError(o.student_config + ": expected a JSON object (an OPT config.json)");
   if (!config.contains("model_type")) config["model_type"] = "opt";
   Student s;
-  std::unique_ptr<tokenizer::Tokenizer> tok;
+  std::unique_ptr<tokenizer::Tokenizer>& tok = s.tok;
   if (!o.tokenizer.empty()) {
     s.tokenizer_dir = io::resolve_model_dir(o.tokenizer, o.revision);
     tok = tokenizer::load_tokenizer(s.tokenizer_dir);
@@ -256,6 +247,7 @@ Student fresh_student(const DistillOptions& o, const RunContext& ctx) {
 Student load_student(const std::string& dir, const RunContext& ctx) {
   Student s;
   s.lm = model::load_causal_lm(dir, ctx);
+  s.tok = tokenizer::load_tokenizer(dir);
   s.source = dir;
   s.tokenizer_dir = dir;
   s.saved_dtype = dtype_of_config(s.lm->config());
@@ -268,21 +260,16 @@ Student load_student(const std::string& dir, const RunContext& ctx) {
 
 // Masks that keep a sparse student's zeros: one per decoder-layer Linear weight.
 std::vector<std::pair<at::Tensor, at::Tensor>> sparsity_masks(const model::CausalLM& lm, const std::string& mode) {
+  const double sparsity = eval::model_stats(lm).sparsity;
+  if (!(mode == "true" || (mode == "auto" && sparsity >= 0.01))) return {};
+  log_info("keeping the student's zeros (sparsity " + std::to_string(sparsity) + " of the decoder linears)");
   const auto names = lm.decoder_linear_weight_names();
   const std::set<std::string> wanted(names.begin(), names.end());
   std::vector<std::pair<at::Tensor, at::Tensor>> masks;
-  int64_t zeros = 0, total = 0;
   for (const auto& [name, t] : lm.named_parameters()) {
-    if (!wanted.count(name)) continue;
-    at::Tensor m = t.ne(0);
-    zeros += t.numel() - m.sum().item<int64_t>();
-    total += t.numel();
-    masks.emplace_back(t, m);
+    if (wanted.count(name)) masks.emplace_back(t, t.ne(0));
   }
-  const double sparsity = total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
-  const bool keep = mode == "true" || (mode == "auto" && sparsity >= 0.01);
-  if (keep) log_info("keeping the student's zeros (sparsity " + std::to_string(sparsity) + " of the decoder linears)");
-  return keep ? masks : std::vector<std::pair<at::Tensor, at::Tensor>>{};
+  return masks;
 }
 
 }  // namespace
@@ -402,7 +389,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     student = fresh_student(o, ctx);
   }
   const c10::ScalarType save_dtype = o.save_dtype.empty() ? student.saved_dtype : parse_dtype(o.save_dtype);
-  auto tok = tokenizer::load_tokenizer(student.tokenizer_dir);
+  const tokenizer::Tokenizer& tok = *student.tok;
 
   std::unique_ptr<model::CausalLM> teacher;
   std::string teacher_dir;
@@ -410,14 +397,14 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   if (!o.teacher_model.empty()) {
     teacher_dir = io::resolve_model_dir(o.teacher_model, o.revision);
     auto teacher_tok = tokenizer::load_tokenizer(teacher_dir);
-    check_same_tokenizer(*teacher_tok, *tok, text_probe(o.train_file), teacher_dir, student.tokenizer_dir);
+    check_same_tokenizer(*teacher_tok, tok, text_probe(o.train_file), teacher_dir, student.tokenizer_dir);
     teacher = model::load_causal_lm(teacher_dir, ctx);
     const int64_t vt = teacher->info().vocab_size, vs = student.lm->info().vocab_size;
     shared_vocab = std::min(vt, vs);
-    if (shared_vocab < tok->vocab_size()) {
+    if (shared_vocab < tok.vocab_size()) {
       throw UsageError("vocab_size of the " + std::string(vt < vs ? "teacher" : "student") + " (" +
                        std::to_string(shared_vocab) + ") is smaller than the tokenizer's " +
-                       std::to_string(tok->vocab_size()) + " tokens; the two models' vocabularies may differ only by "
+                       std::to_string(tok.vocab_size()) + " tokens; the two models' vocabularies may differ only by "
                        "padding rows beyond the tokenizer");
     }
     if (vt != vs) {
@@ -433,14 +420,14 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
                      (block > student.lm->info().max_positions ? "student" : "teacher"));
   }
   log_info("tokenizing " + o.train_file);
-  const at::Tensor blocks = pack_blocks(load_token_ids(o.train_file, o.text_field, *tok), block);
+  const at::Tensor blocks = pack_blocks(load_token_ids(o.train_file, o.text_field, tok), block);
   const int64_t n_blocks = blocks.size(0);
   if (n_blocks == 0) {
     throw InputError(o.train_file + ": fewer tokens than one block of " + std::to_string(block) +
                      " (lower --block_size or give more text)");
   }
   std::vector<int64_t> eval_ids;
-  if (!o.eval_file.empty()) eval_ids = load_token_ids(o.eval_file, o.text_field, *tok);
+  if (!o.eval_file.empty()) eval_ids = load_token_ids(o.eval_file, o.text_field, tok);
 
   const int64_t batch = o.per_device_train_batch_size, accum = o.gradient_accumulation_steps;
   const int64_t micro_per_epoch = (n_blocks + batch - 1) / batch;
@@ -491,11 +478,10 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     io::StateDict opt_state = read_optimizer_state(*resume);
     {
       at::NoGradGuard no_grad;
-      for (at::Tensor* t : {&proj_w, &proj_b}) {
-        if (!t->defined()) continue;
-        const std::string name = t == &proj_w ? "distill.hidden_projection.weight" : "distill.hidden_projection.bias";
-        if (!opt_state.count(name)) throw InputError(*resume + ": optimizer.safetensors lacks '" + name + "'");
-        t->copy_(opt_state.at(name));
+      for (const auto& p : params) {
+        if (!is_trainer_tensor(p.name)) continue;
+        if (!opt_state.count(p.name)) throw InputError(*resume + ": optimizer.safetensors lacks '" + p.name + "'");
+        p.value.copy_(opt_state.at(p.name));
       }
     }
     start_step = state["global_step"].get<int64_t>();
@@ -512,6 +498,11 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   const int64_t eval_batch = o.per_device_eval_batch_size;
   auto heldout = [&](bool with_teacher_ppl) {
     return evaluate_heldout(*student.lm, teacher.get(), with_teacher_ppl, eval_ids, block, eval_batch, shared_vocab, ctx);
+  };
+  auto record_eval = [&](int64_t step, const HeldOut& h) {
+    nlohmann::json e = {{"step", step}, {"perplexity", h.student_perplexity}};
+    if (teacher) e["kl_to_teacher"] = h.kl_to_teacher;
+    eval_history.push_back(e);
   };
   if (!eval_ids.empty() && before.empty()) {
     log_info("held-out evaluation before training");
@@ -535,9 +526,8 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     c.config = student.lm->config();
     c.config["torch_dtype"] = dtype_name(ctx.dtype);
     c.optimizer = optimizer.state();
-    if (proj_w.defined()) {
-      c.optimizer["distill.hidden_projection.weight"] = proj_w.detach().to(c10::kCPU).contiguous();
-      c.optimizer["distill.hidden_projection.bias"] = proj_b.detach().to(c10::kCPU).contiguous();
+    for (const auto& p : params) {
+      if (is_trainer_tensor(p.name)) c.optimizer[p.name] = p.value.detach();
     }
     for (auto& [k, v] : c.optimizer) v = v.to(c10::kCPU).contiguous();
     const int64_t micro = step % steps_per_epoch * accum;
@@ -666,9 +656,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     if (!eval_ids.empty() && done % o.eval_steps == 0 && done != total_steps && !cancelled) {
       try {
         const HeldOut h = heldout(false);
-        nlohmann::json e = {{"step", done}, {"perplexity", h.student_perplexity}};
-        if (teacher) e["kl_to_teacher"] = h.kl_to_teacher;
-        eval_history.push_back(e);
+        record_eval(done, h);
         log_info("step " + std::to_string(done) + " held-out perplexity " + std::to_string(h.student_perplexity));
       } catch (const Cancelled&) {
         cancelled = true;  // interrupted while evaluating: the step is done, save it
@@ -693,9 +681,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
       save(total_steps);  // every step is done: keep it
       throw;
     }
-    nlohmann::json e = {{"step", total_steps}, {"perplexity", h.student_perplexity}};
-    if (teacher) e["kl_to_teacher"] = h.kl_to_teacher;
-    eval_history.push_back(e);
+    record_eval(total_steps, h);
     m["perplexity_before"] = before.value("perplexity", nlohmann::json());
     m["perplexity_after"] = h.student_perplexity;
     m["eval_predicted_tokens"] = h.predicted_tokens;

@@ -36,6 +36,10 @@ std::optional<int64_t> optional_id(const nlohmann::json& j, const std::string& k
 
 }  // namespace
 
+std::string canonical_key(const std::string& key) {
+  return key.rfind("decoder.", 0) == 0 ? "model." + key : key;
+}
+
 OptConfig OptConfig::from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw InputError(source + ": expected a JSON object");
   OptConfig c;

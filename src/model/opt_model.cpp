@@ -22,12 +22,6 @@ namespace llmc::model {
 
 namespace {
 
-// Hugging Face key forms: model.decoder.*, decoder.* (opt-350m, 6.7b+), lm_head.weight.
-std::string canonical_key(const std::string& key) {
-  if (key.rfind("decoder.", 0) == 0) return "model." + key;
-  return key;
-}
-
 class WeightSource {
  public:
   WeightSource(io::StateDict sd, std::string dir, const RunContext& ctx) : dir_(std::move(dir)), ctx_(ctx) {

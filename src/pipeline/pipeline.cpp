@@ -31,7 +31,6 @@ struct Model {
 
 struct PlannedStage {
   std::string run;
-  nlohmann::json swept;
   StageSpec spec;
   std::string input;        // "" when the stage creates the model
   std::string output;
@@ -111,7 +110,6 @@ std::vector<PlannedStage> plan(const Recipe& recipe, const std::vector<Run>& run
       const StageTool& tool = stage_tools().get(st.tool);
       PlannedStage p;
       p.run = run.name;
-      p.swept = run.swept;
       p.spec = st;
       const bool creates = tool.creates_model(st.options);
       std::optional<Model> input = st.input.empty() ? prev : std::optional<Model>(models.at(st.input.substr(1)));

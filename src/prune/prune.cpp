@@ -119,7 +119,6 @@ struct LinearSlot {
 
 const char* kLinears[] = {"self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "fc1", "fc2"};
 
-std::string canonical(const std::string& key) { return key.rfind("decoder.", 0) == 0 ? "model." + key : key; }
 
 // The checkpoint keys a Linear's weight occupies: the weight and every packed piece (absmax,
 // SCB, qweight, ...) under its prefix, but not its bias.
@@ -354,7 +353,7 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   at::NoGradGuard no_grad;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(ctx.seed);
   io::StateDict raw;
-  for (auto& [k, v] : io::load_weights(dir)) raw[canonical(k)] = v;
+  for (auto& [k, v] : io::load_weights(dir)) raw[model::canonical_key(k)] = v;
   auto has = [&](const std::string& n) { return raw.count(n) != 0; };
   auto take = [&](const std::string& n) {
     auto it = raw.find(n);

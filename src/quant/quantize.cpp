@@ -18,6 +18,7 @@
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
 #include "llmc/io/safetensors.h"
+#include "llmc/model/opt_config.h"
 #include "methods.h"
 
 namespace llmc::quant {
@@ -25,9 +26,6 @@ namespace llmc::quant {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Hugging Face key forms -> model.decoder.* (as transformers saves OPTForCausalLM).
-std::string canonical(const std::string& key) { return key.rfind("decoder.", 0) == 0 ? "model." + key : key; }
 
 // A Linear inside a decoder layer: "model.decoder.layers.<i>.<path>.weight", 2-D.
 bool is_decoder_linear_weight(const std::string& key, const at::Tensor& t) {
@@ -106,7 +104,7 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
   Progress progress("quantize", static_cast<int64_t>(input.size()), ctx.progress, "tensor");
   for (auto& [raw_key, tensor] : input) {
     ctx.check_cancelled();
-    const std::string key = canonical(raw_key);
+    const std::string key = model::canonical_key(raw_key);
     progress.advance();
     if (!seen.insert(key).second) throw InputError(dir + ": tensor '" + key + "' appears twice");
     if (key == "lm_head.weight" && tied) continue;  // tied to embed_tokens, as transformers saves it

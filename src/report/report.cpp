@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -135,10 +136,10 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
     const bool quant = m.contains("layers") && m["layers"].is_object();
     if (!prune && !quant) continue;
     Series s{r->stage + (prune ? " (sparsity)" : " (relative error)"), {}, {}, true};
+    const nlohmann::json& per_layer = prune ? m["linears"] : m["layers"];
+    const char* figure_name = prune ? "achieved_sparsity" : "relative_error";
     double i = 0;
-    for (auto it = (prune ? m["linears"] : m["layers"]).begin(); it != (prune ? m["linears"] : m["layers"]).end(); ++it) {
-      s.points.emplace_back(i++, number(it.value().value(prune ? "achieved_sparsity" : "relative_error", nlohmann::json())));
-    }
+    for (const auto& layer : per_layer) s.points.emplace_back(i++, number(layer.value(figure_name, nlohmann::json())));
     layers.push_back(s);
   }
   const fs::path plots = fs::path(dir) / "plots";
@@ -181,27 +182,31 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
 }
 
 std::vector<std::string> write_sweep_tables(const std::string& root, const std::string& name, const ReportInput& in) {
-  std::vector<std::string> written;
+  // Each table: its columns, and one ratio of a row against its run's original.
   struct Table {
     const char* dir;
     std::vector<const char*> columns;
+    const char* ratio;
+    std::function<double(const Row& row, const Row& original)> ratio_of;
   };
+  auto n = [](const Row& r, const char* key) { return number(figure(r, key)); };
   const std::vector<Table> tables = {
-      {"compression_ratios", {"num_parameters", "disk_size_bytes", "memory_footprint_bytes", "sparsity"}},
-      {"performance_comparison", {"prefill_tokens_per_s", "decode_tokens_per_s", "memory_footprint_bytes"}},
-      {"accuracy_tradeoffs", {"perplexity", "disk_size_bytes", "sparsity"}}};
-  // The original of each run is the reference of the ratios.
+      {"compression_ratios", {"num_parameters", "disk_size_bytes", "memory_footprint_bytes", "sparsity"}, "compression_ratio",
+       [n](const Row& r, const Row& o) { return n(o, "disk_size_bytes") / n(r, "disk_size_bytes"); }},
+      {"performance_comparison", {"prefill_tokens_per_s", "decode_tokens_per_s", "memory_footprint_bytes"}, "decode_speedup",
+       [n](const Row& r, const Row& o) { return n(r, "decode_tokens_per_s") / n(o, "decode_tokens_per_s"); }},
+      {"accuracy_tradeoffs", {"perplexity", "disk_size_bytes", "sparsity"}, "perplexity_ratio",
+       [n](const Row& r, const Row& o) { return n(r, "perplexity") / n(o, "perplexity"); }}};
   std::map<std::string, const Row*> originals;
   for (const auto& r : in.rows) {
     if (r.stage == "original" && !originals.count(r.run)) originals[r.run] = &r;
   }
+  std::vector<std::string> written;
   for (const auto& t : tables) {
     std::vector<std::string> header = {"run", "stage", "tool"};
     for (const auto& k : in.swept_keys) header.push_back(k);
     for (const char* c : t.columns) header.push_back(c);
-    const std::string ratio = std::string(t.dir) == "compression_ratios" ? "compression_ratio" :
-                              std::string(t.dir) == "accuracy_tradeoffs" ? "perplexity_ratio" : "decode_speedup";
-    header.push_back(ratio);
+    header.push_back(t.ratio);
     std::vector<std::vector<std::string>> rows;
     nlohmann::json json_rows = nlohmann::json::array();
     for (const auto& r : in.rows) {
@@ -212,15 +217,9 @@ std::vector<std::string> write_sweep_tables(const std::string& root, const std::
         cells.push_back(value_text(figure(r, c)));
         jr[c] = figure(r, c);
       }
-      const Row* o = originals.count(r.run) ? originals.at(r.run) : nullptr;
-      double v = std::nan("");
-      if (o != nullptr) {
-        if (ratio == "compression_ratio") v = number(figure(*o, "disk_size_bytes")) / number(figure(r, "disk_size_bytes"));
-        else if (ratio == "perplexity_ratio") v = number(figure(r, "perplexity")) / number(figure(*o, "perplexity"));
-        else v = number(figure(r, "decode_tokens_per_s")) / number(figure(*o, "decode_tokens_per_s"));
-      }
+      const double v = originals.count(r.run) ? t.ratio_of(r, *originals.at(r.run)) : std::nan("");
       cells.push_back(std::isfinite(v) ? value_text(v) : "");
-      jr[ratio] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+      jr[t.ratio] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
       rows.push_back(cells);
       json_rows.push_back(jr);
     }

@@ -8,6 +8,10 @@
 
 namespace llmc::model {
 
+// A checkpoint key in the form llmc uses: "decoder.*" (opt-350m, 6.7b+) becomes
+// "model.decoder.*"; "model.decoder.*" and "lm_head.weight" stay as they are.
+std::string canonical_key(const std::string& key);
+
 struct OptConfig {
   int64_t vocab_size{50272};
   int64_t hidden_size{768};
