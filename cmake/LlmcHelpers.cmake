@@ -1,4 +1,4 @@
-# llmc_add_test(NAME name SOURCES a.cpp b.cpp [LABELS l] [FIXTURES f])
+# llmc_add_test(NAME name SOURCES a.cpp b.cpp [FIXTURES f] [LIBS l])
 # One GoogleTest binary per module; it runs as one CTest test so the fixtures it needs
 # are made first.
 function(llmc_add_test)

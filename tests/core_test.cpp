@@ -1,6 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "llmc/core/error.h"
+#include "llmc/core/metrics.h"
+#include "llmc/core/options.h"
+#include "llmc/core/version.h"
 #include "llmc/core/progress.h"
 #include "llmc/core/registry.h"
 #include "llmc/core/run_context.h"
@@ -82,4 +87,27 @@ TEST(Progress, CountsWithoutATerminal) {
   p.advance(2);
   p.finish();
   SUCCEED();
+}
+
+TEST(Options, ParsesByteSizes) {
+  EXPECT_EQ(parse_byte_size("5GB"), 5000000000ull);
+  EXPECT_EQ(parse_byte_size("2GiB"), 2ull << 30);
+  EXPECT_EQ(parse_byte_size("500MB"), 500000000ull);
+  EXPECT_EQ(parse_byte_size("1024"), 1024ull);
+  EXPECT_THROW(parse_byte_size("5 parsecs"), UsageError);
+  EXPECT_THROW(parse_byte_size("GB"), UsageError);
+}
+
+TEST(Metrics, WrapsFiguresInTheSharedFrame) {
+  const nlohmann::json m = wrap_metrics("prune", {{"tool", "x"}, {"sparsity", 0.5}}, {{"pruning_ratio", 0.5}}, 1.25);
+  EXPECT_EQ(m["tool"], "prune");  // figures cannot rename the tool
+  EXPECT_EQ(m["llmc_version"], version());
+  EXPECT_EQ(m["status"], "ok");
+  EXPECT_EQ(m["sparsity"], 0.5);
+  EXPECT_EQ(m["elapsed_s"], 1.25);
+  EXPECT_EQ(m["options"]["pruning_ratio"], 0.5);
+  const nlohmann::json f = wrap_metrics("distill", nlohmann::json::object(), nullptr, -1.0, "interrupted");
+  EXPECT_EQ(f["status"], "interrupted");
+  EXPECT_FALSE(f.contains("elapsed_s"));
+  EXPECT_FALSE(f.contains("options"));
 }

@@ -6,7 +6,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/eval/evaluate.h"
-#include "llmc/eval/model_stats.h"
+#include "llmc/model/weight_count.h"
 #include "llmc/eval/perplexity.h"
 #include "llmc/eval/speed.h"
 #include "llmc/io/safetensors.h"
@@ -51,22 +51,25 @@ TEST(Perplexity, RefusesBadArguments) {
   EXPECT_THROW(eval::perplexity(*m, {1, 999999}, 8, 1, ctx), InputError);
 }
 
-TEST(ModelStats, CountsTiedWeightsOnceAndMeasuresSparsity) {
+TEST(WeightCount, CountsTiedWeightsOnceAndMeasuresSparsity) {
   auto ctx = test::cpu_context();
   auto m = model::load_causal_lm(fixture("opt_preln_f32"), ctx);
-  const auto s = eval::model_stats(*m);
+  const auto s = model::count_weights(*m);
   // V*E + (P+2)*H + final LN 2H + per layer: 4(H*H+H) + 2*2H + (F*H+F) + (H*F+H)
   const int64_t V = 50272, H = 32, F = 64, P = 64, L = 2;
   const int64_t expected = V * H + (P + 2) * H + 2 * H + L * (4 * (H * H + H) + 4 * H + (F * H + F) + (H * F + H));
   EXPECT_EQ(s.num_parameters, expected);
   EXPECT_EQ(s.memory_footprint_bytes, expected * 4);
-  EXPECT_EQ(s.sparsity, 0.0);
+  EXPECT_EQ(s.sparsity(), 0.0);
   // Zero half of one fc1 weight: sparsity is measured over the decoder linears only.
   for (auto& [name, t] : m->named_parameters()) {
     if (name == "model.decoder.layers.0.fc1.weight") t.narrow(0, 0, F / 2).zero_();
   }
   const int64_t linear_total = L * (4 * H * H + 2 * F * H);
-  EXPECT_DOUBLE_EQ(eval::model_stats(*m).sparsity, static_cast<double>(F / 2 * H) / linear_total);
+  const auto after = model::count_weights(*m);
+  EXPECT_DOUBLE_EQ(after.sparsity(), static_cast<double>(F / 2 * H) / linear_total);
+  EXPECT_EQ(after.num_parameters, expected);
+  EXPECT_EQ(s.nonzero_parameters - after.nonzero_parameters, F / 2 * H);
 }
 
 TEST(Speed, ReportsPositiveRates) {

@@ -15,6 +15,7 @@
 #include "llmc/io/atomic_dir.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
+#include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/io/torch_checkpoint.h"
 #include "test_util.h"
@@ -96,7 +97,12 @@ TEST(Safetensors, ShardedWriterRoundTrips) {
   test::TempDir tmp;
   io::StateDict sd;
   for (int i = 0; i < 5; ++i) sd["t" + std::to_string(i)] = at::randn({100});  // 400 bytes each
-  const auto files = io::save_safetensors_sharded(tmp.path(), sd, 1000);
+  auto write_sharded = [&](const std::string& dir, uint64_t max_shard) {
+    io::SafetensorsStreamWriter writer(dir + "/.spill.tmp");
+    for (const auto& [name, t] : sd) writer.add(name, t);
+    return writer.finish(dir, max_shard);
+  };
+  const auto files = write_sharded(tmp.path(), 1000);
   EXPECT_EQ(files.back(), "model.safetensors.index.json");
   EXPECT_EQ(files.size(), 4u);  // 3 shards (2+2+1 tensors) + index
   EXPECT_EQ(files[0], "model-00001-of-00003.safetensors");
@@ -108,17 +114,8 @@ TEST(Safetensors, ShardedWriterRoundTrips) {
   for (const auto& [k, v] : sd) EXPECT_TRUE(at::equal(back.at(k), v)) << k;
   // One shard when everything fits.
   test::TempDir one;
-  EXPECT_EQ(io::save_safetensors_sharded(one.path(), sd, io::parse_byte_size("5GB")),
+  EXPECT_EQ(write_sharded(one.path(), 5000000000ull),
             std::vector<std::string>{"model.safetensors"});
-}
-
-TEST(Safetensors, ParsesShardSizes) {
-  EXPECT_EQ(io::parse_byte_size("5GB"), 5000000000ull);
-  EXPECT_EQ(io::parse_byte_size("2GiB"), 2ull << 30);
-  EXPECT_EQ(io::parse_byte_size("500MB"), 500000000ull);
-  EXPECT_EQ(io::parse_byte_size("1024"), 1024ull);
-  EXPECT_THROW(io::parse_byte_size("5 parsecs"), UsageError);
-  EXPECT_THROW(io::parse_byte_size("GB"), UsageError);
 }
 
 struct BadSafetensorsCase {
@@ -323,4 +320,86 @@ TEST(AtomicOutputDir, AppearsOnlyOnCommit) {
   }
   EXPECT_FALSE(fs::exists(fs::path(out) / "a.txt"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "b.txt"));
+}
+
+TEST(AtomicOutputDir, RemovesStagingOfKilledRunsOnly) {
+  test::TempDir tmp;
+  // pid 2^22 + 1 is above Linux's pid_max limit: never a running process.
+  const fs::path dead = tmp.path() + "/.out.tmp.4194305", dead_old = tmp.path() + "/.out.tmp.4194305.old";
+  const fs::path live = tmp.path() + "/.out.tmp.1", other = tmp.path() + "/.other.tmp.4194305";
+  for (const auto& d : {dead, dead_old, live, other}) fs::create_directories(d / "x");
+  { io::AtomicOutputDir dir(tmp / "out", false); }
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_FALSE(fs::exists(dead_old));
+  EXPECT_TRUE(fs::exists(live));   // pid 1 is running
+  EXPECT_TRUE(fs::exists(other));  // another output's staging
+  io::remove_abandoned_staging(tmp.path());
+  EXPECT_FALSE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(live));
+}
+
+// ---------------------------------------------------------------- model directory writer
+
+TEST(ModelDirWriter, WritesWeightsConfigSideFilesAndMarkerLast) {
+  test::TempDir tmp;
+  const std::string src = tmp / "src", out = tmp / "out";
+  fs::create_directories(src);
+  std::ofstream(fs::path(src) / "vocab.json") << "{}";
+  std::ofstream(fs::path(src) / "unrelated.txt") << "not copied";
+  io::StateDict sd = {{"a", at::randn({10})}, {"b", at::ones({3, 4}, at::kHalf)}};
+  {
+    io::ModelDirWriter w(out, io::ModelDirWriter::Place::kNewDirectory, false);
+    for (const auto& [k, v] : sd) w.add_tensor(k, v);
+    EXPECT_EQ(w.finish_weights(1ull << 30), std::vector<std::string>{"model.safetensors"});
+    w.write_json("config.json", {{"model_type", "opt"}});
+    w.copy_side_files(src);
+    EXPECT_FALSE(fs::exists(out));  // nothing at the final path before commit
+    const uint64_t staged = w.staged_bytes();
+    EXPECT_EQ(staged, io::directory_size_bytes(w.staging()));
+    w.commit("metrics.json", {{"disk_size_bytes", staged}});
+  }
+  EXPECT_TRUE(fs::exists(fs::path(out) / "vocab.json"));
+  EXPECT_FALSE(fs::exists(fs::path(out) / "unrelated.txt"));
+  EXPECT_FALSE(fs::exists(fs::path(out) / ".spill.tmp"));
+  EXPECT_EQ(io::read_json_file(out + "/metrics.json")["disk_size_bytes"].get<uint64_t>(), io::directory_size_bytes(out));
+  const io::StateDict back = io::load_weights(out);
+  for (const auto& [k, v] : sd) EXPECT_TRUE(at::equal(back.at(k), v)) << k;
+  // Not committed: nothing is left behind, and the existing output is untouched.
+  {
+    io::ModelDirWriter w(out, io::ModelDirWriter::Place::kNewDirectory, true);
+    w.add_tensor("c", at::ones({2}));
+  }
+  EXPECT_EQ(io::load_weights(out).size(), 2u);
+  EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path()), fs::directory_iterator()), 2);  // src, out
+  EXPECT_THROW(io::ModelDirWriter(out, io::ModelDirWriter::Place::kNewDirectory, false), UsageError);
+}
+
+TEST(ModelDirWriter, IntoAnExistingDirectoryReplacesOnlyTheModelFiles) {
+  test::TempDir tmp;
+  const std::string out = tmp / "out";
+  fs::create_directories(fs::path(out) / "checkpoint-5");
+  std::ofstream(fs::path(out) / "model-00001-of-00002.safetensors") << "old shard";
+  std::ofstream(fs::path(out) / "metrics.json") << "{}";
+  {
+    io::ModelDirWriter w(out, io::ModelDirWriter::Place::kIntoDirectory, true);
+    w.add_tensor("a", at::ones({4}));
+    w.finish_weights(1ull << 30);
+    w.write_json("config.json", {{"model_type", "opt"}});
+    EXPECT_FALSE(fs::exists(fs::path(out) / "config.json"));
+  }  // not committed: the staging folder goes, the directory is as it was
+  EXPECT_FALSE(fs::exists(fs::path(out) / ".final.tmp"));
+  EXPECT_TRUE(fs::exists(fs::path(out) / "model-00001-of-00002.safetensors"));
+  {
+    io::ModelDirWriter w(out, io::ModelDirWriter::Place::kIntoDirectory, true);
+    w.add_tensor("a", at::ones({4}));
+    w.finish_weights(1ull << 30);
+    w.commit("metrics.json", {{"done", true}});
+  }
+  EXPECT_FALSE(fs::exists(fs::path(out) / "model-00001-of-00002.safetensors"));  // two shardings never mix
+  EXPECT_TRUE(fs::exists(fs::path(out) / "model.safetensors"));
+  EXPECT_TRUE(fs::is_directory(fs::path(out) / "checkpoint-5"));
+  EXPECT_TRUE(io::read_json_file(out + "/metrics.json")["done"].get<bool>());
+  fs::create_directories(fs::path(out) / ".final.tmp");
+  io::ModelDirWriter::remove_abandoned(out);
+  EXPECT_FALSE(fs::exists(fs::path(out) / ".final.tmp"));
 }

@@ -14,6 +14,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
+#include "llmc/core/metrics.h"
 #include "llmc/core/version.h"
 #include "llmc/io/json_file.h"
 
@@ -159,15 +160,13 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, cons
   for (CLI::Option* opt : app.get_options()) opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   const auto start = std::chrono::steady_clock::now();
-  nlohmann::json metrics = {{"tool", tool}, {"llmc_version", version()}, {"status", "ok"}};
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   auto fail = [&](const llmc::Error& e, bool parsed) -> int {
     std::cerr << tool << ": " << e.kind() << ": " << e.what() << std::endl;
     if (parsed && !flags.metrics_out.empty()) {
-      metrics["status"] = e.code() == ExitCode::kInterrupted ? "interrupted" : "failed";
-      metrics["error"] = e.what();
-      metrics["elapsed_s"] = elapsed();
-      metrics["options"] = resolved_options(app);
+      const nlohmann::json metrics =
+          wrap_metrics(tool, {{"error", e.what()}}, resolved_options(app), elapsed(),
+                       e.code() == ExitCode::kInterrupted ? "interrupted" : "failed");
       try {
         write_metrics_out(flags.metrics_out, metrics);
       } catch (const std::exception& w) {
@@ -210,16 +209,10 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, cons
     log_info(tool + " on " + ctx.device.str() + ", " + dtype_name(ctx.dtype) + ", " + std::to_string(ctx.threads) +
              " thread(s)");
 
-    auto decorate = [&](const nlohmann::json& result) {
-      nlohmann::json full = metrics;
-      for (auto it = result.begin(); it != result.end(); ++it) full[it.key()] = it.value();
-      full["elapsed_s"] = elapsed();
-      full["options"] = resolved_options(app);
-      return full;
-    };
+    auto decorate = [&](const nlohmann::json& result) { return wrap_metrics(tool, result, resolved_options(app), elapsed()); };
     nlohmann::json result = body(ctx, flags, decorate);
     ctx.check_cancelled();
-    metrics = decorate(result);
+    const nlohmann::json metrics = decorate(result);
     write_metrics_out(flags.metrics_out, metrics);
     if (flags.json) std::cout << metrics.dump(2) << std::endl;
     else print_summary(tool, metrics);

@@ -1,5 +1,8 @@
 #include "llmc/core/options.h"
 
+#include <algorithm>
+#include <cctype>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -71,6 +74,25 @@ void apply_json_options(const std::vector<OptionField>& fields, const nlohmann::
 
 nlohmann::json option_value(const OptionField& field) {
   return std::visit([](auto* p) { return nlohmann::json(*p); }, field.target);
+}
+
+uint64_t parse_byte_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0 || i > 15) throw UsageError("expected a size such as 5GB, 500MB or 1024, found '" + text.substr(0, 40) + "'");
+  const uint64_t value = std::stoull(text.substr(0, i));
+  std::string unit = text.substr(i);
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::toupper(c); });
+  static const std::map<std::string, uint64_t> kUnits = {
+      {"", 1},             {"B", 1},
+      {"KB", 1000},        {"MB", 1000 * 1000},   {"GB", 1000ull * 1000 * 1000}, {"TB", 1000ull * 1000 * 1000 * 1000},
+      {"KIB", 1ull << 10}, {"MIB", 1ull << 20},   {"GIB", 1ull << 30},           {"TIB", 1ull << 40}};
+  auto it = kUnits.find(unit);
+  if (it == kUnits.end()) {
+    throw UsageError("unknown size unit in '" + text.substr(0, 40) + "' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
+  }
+  if (value == 0) throw UsageError("size must be positive, found '" + text.substr(0, 40) + "'");
+  return value * it->second;
 }
 
 }  // namespace llmc

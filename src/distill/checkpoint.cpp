@@ -1,13 +1,14 @@
 #include "checkpoint.h"
 
 #include <filesystem>
+#include <limits>
 #include <regex>
 
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
-#include "llmc/io/atomic_dir.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
+#include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
 
 namespace llmc::distill {
@@ -18,7 +19,6 @@ namespace {
 
 const char* kTrainerState = "trainer_state.json";
 const char* kOptimizer = "optimizer.safetensors";
-const char* kFinalStaging = ".final.tmp";
 
 bool complete(const fs::path& dir) {
   std::error_code ec;
@@ -31,15 +31,14 @@ bool complete(const fs::path& dir) {
 std::string save_checkpoint(const std::string& output_dir, int64_t step, const Checkpoint& ckpt, int64_t keep) {
   const std::string path = (fs::path(output_dir) / ("checkpoint-" + std::to_string(step))).string();
   {
-    io::AtomicOutputDir out(path, /*overwrite=*/true);
-    const fs::path s(out.staging());
-    io::save_safetensors((s / "model.safetensors").string(), ckpt.model);
-    io::save_safetensors((s / kOptimizer).string(), ckpt.optimizer);
-    io::write_file_atomic((s / "config.json").string(), ckpt.config.dump(2) + "\n");
-    io::copy_model_side_files(ckpt.tokenizer_dir, out.staging());
+    io::ModelDirWriter out(path, io::ModelDirWriter::Place::kNewDirectory, /*overwrite=*/true);
+    for (const auto& [name, t] : ckpt.model) out.add_tensor(name, t);
+    out.finish_weights(std::numeric_limits<uint64_t>::max());
+    out.write_safetensors(kOptimizer, ckpt.optimizer);
+    out.write_json("config.json", ckpt.config);
+    out.copy_side_files(ckpt.tokenizer_dir);
     // Written last: a checkpoint without it is incomplete and never resumed from.
-    io::write_file_atomic((s / kTrainerState).string(), ckpt.state.dump(2) + "\n");
-    out.commit();
+    out.commit(kTrainerState, ckpt.state);
   }
   if (keep > 0) {
     auto all = list_checkpoints(output_dir);
@@ -91,45 +90,6 @@ io::StateDict read_optimizer_state(const std::string& dir) {
   return io::SafetensorsFile::open((fs::path(dir) / kOptimizer).string()).load_all();
 }
 
-void remove_stale_staging(const std::string& output_dir) {
-  std::error_code ec;
-  for (auto it = fs::directory_iterator(output_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.rfind(".checkpoint-", 0) == 0 || name == kFinalStaging) {
-      std::error_code rm;
-      fs::remove_all(it->path(), rm);
-    }
-  }
-}
-
-void write_model_files(const std::string& output_dir, const io::StateDict& weights, const nlohmann::json& config,
-                       const std::string& tokenizer_dir, uint64_t max_shard_bytes) {
-  const fs::path stage = fs::path(output_dir) / kFinalStaging;
-  std::error_code ec;
-  fs::remove_all(stage, ec);
-  fs::create_directories(stage, ec);
-  if (ec) throw ResourceError("cannot create " + stage.string() + ": " + ec.message());
-  io::save_safetensors_sharded(stage.string(), weights, max_shard_bytes);
-  io::write_file_atomic((stage / "config.json").string(), config.dump(2) + "\n");
-  io::copy_model_side_files(tokenizer_dir, stage.string());
-  // Weight files of an earlier final write (another sharding) would mix with the new ones.
-  for (auto it = fs::directory_iterator(output_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (it->is_regular_file() && name.rfind("model", 0) == 0 && name.find(".safetensors") != std::string::npos) {
-      std::error_code rm;
-      fs::remove(it->path(), rm);
-    }
-  }
-  std::vector<fs::path> files;
-  for (auto it = fs::directory_iterator(stage, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    files.push_back(it->path());
-  }
-  for (const auto& f : files) {
-    std::error_code mv;
-    fs::rename(f, fs::path(output_dir) / f.filename(), mv);
-    if (mv) throw ResourceError("cannot move " + f.string() + " into " + output_dir + ": " + mv.message());
-  }
-  fs::remove_all(stage, ec);
-}
+void remove_stale_staging(const std::string& output_dir) { io::ModelDirWriter::remove_abandoned(output_dir); }
 
 }  // namespace llmc::distill

@@ -40,9 +40,4 @@ io::StateDict read_optimizer_state(const std::string& dir);
 // Leftovers of an interrupted write (staging folders) are removed.
 void remove_stale_staging(const std::string& output_dir);
 
-// Writes the final model files into output_dir: each file is built in a staging folder and
-// renamed into place; metrics.json, written last by the caller, marks completion.
-void write_model_files(const std::string& output_dir, const io::StateDict& weights, const nlohmann::json& config,
-                       const std::string& tokenizer_dir, uint64_t max_shard_bytes);
-
 }  // namespace llmc::distill

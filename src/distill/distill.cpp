@@ -28,10 +28,11 @@
 #include "llmc/distill/data.h"
 #include "llmc/distill/losses.h"
 #include "llmc/distill/optimizer.h"
-#include "llmc/eval/model_stats.h"
+#include "llmc/model/weight_count.h"
 #include "llmc/eval/perplexity.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
+#include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/model/causal_lm.h"
 #include "llmc/tokenizer/tokenizer.h"
@@ -260,7 +261,7 @@ Student load_student(const std::string& dir, const RunContext& ctx) {
 
 // Masks that keep a sparse student's zeros: one per decoder-layer Linear weight.
 std::vector<std::pair<at::Tensor, at::Tensor>> sparsity_masks(const model::CausalLM& lm, const std::string& mode) {
-  const double sparsity = eval::model_stats(lm).sparsity;
+  const double sparsity = model::count_weights(lm).sparsity();
   if (!(mode == "true" || (mode == "auto" && sparsity >= 0.01))) return {};
   log_info("keeping the student's zeros (sparsity " + std::to_string(sparsity) + " of the decoder linears)");
   const auto names = lm.decoder_linear_weight_names();
@@ -332,7 +333,7 @@ void validate(const DistillOptions& o) {
   if (!o.resume_from_checkpoint.empty() && o.overwrite) {
     throw UsageError("--resume_from_checkpoint continues the run in --output_dir; --overwrite would clear it");
   }
-  io::parse_byte_size(o.max_shard_size);
+  parse_byte_size(o.max_shard_size);
 }
 
 nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
@@ -693,11 +694,13 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   }
   nlohmann::json config = student.lm->config();
   config["torch_dtype"] = dtype_name(save_dtype);
-  write_model_files(o.output_dir, weights_as(params, save_dtype), config, student.tokenizer_dir,
-                    io::parse_byte_size(o.max_shard_size));
+  io::ModelDirWriter out(o.output_dir, io::ModelDirWriter::Place::kIntoDirectory, /*overwrite=*/true);
+  for (const auto& [name, t] : weights_as(params, save_dtype)) out.add_tensor(name, t);
+  out.finish_weights(parse_byte_size(o.max_shard_size));
+  out.write_json("config.json", config);
+  out.copy_side_files(student.tokenizer_dir);
 
-  fs::remove_all(fs::path(o.output_dir) / ".tokenizer", ec);  // a trained tokenizer is in the output now
-  const eval::ModelStats stats = eval::model_stats(*student.lm);
+  const model::WeightCount stats = model::count_weights(*student.lm);
   m["distillation_loss"] = o.distillation_loss;
   m["teacher"] = teacher_dir.empty() ? nlohmann::json() : nlohmann::json(teacher_dir);
   m["student"] = student.source;
@@ -716,13 +719,10 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   m["input"] = {{"path", student.source},
                 {"num_parameters", stats.num_parameters},
                 {"disk_size_bytes", fs::is_directory(student.source, ec) ? io::directory_size_bytes(student.source) : 0}};
-  m["output"] = {{"path", o.output_dir},
-                 {"num_parameters", stats.num_parameters},
-                 {"disk_size_bytes", io::directory_size_bytes(o.output_dir)},
-                 {"memory_footprint_bytes", stats.memory_footprint_bytes},
-                 {"sparsity", stats.sparsity}};
+  m["output"] = stats.block(o.output_dir, out.staged_bytes());
   m["elapsed_s"] = seconds_since(start);
-  io::write_file_atomic((fs::path(o.output_dir) / "metrics.json").string(), decorate(m).dump(2) + "\n");
+  out.commit("metrics.json", decorate(m));
+  fs::remove_all(fs::path(o.output_dir) / ".tokenizer", ec);  // a trained tokenizer is in the output now
   log_info("wrote " + o.output_dir);
   return m;
 }

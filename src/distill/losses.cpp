@@ -60,9 +60,9 @@ LossValue ce_loss(const LossInputs& in) {
 const Registry<Loss>& loss_registry() {
   static const Registry<Loss> registry = [] {
     Registry<Loss> r("distillation loss");
-    r.add("kl", Loss{true, "alpha * KL(teacher_T || student_T) * T^2 + (1 - alpha) * next-token cross entropy", kl_loss});
-    r.add("mse", Loss{true, "mean squared error between student and teacher logits", mse_loss});
-    r.add("ce", Loss{false, "next-token cross entropy only (no teacher needed; trains from scratch)", ce_loss});
+    r.add("kl", Loss{true, kl_loss});
+    r.add("mse", Loss{true, mse_loss});
+    r.add("ce", Loss{false, ce_loss});
     return r;
   }();
   return registry;

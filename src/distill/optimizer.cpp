@@ -100,8 +100,6 @@ double lr_multiplier(const std::string& type, int64_t step, int64_t warmup, int6
   return schedule(step, warmup, total);
 }
 
-std::vector<std::string> scheduler_names() { return schedule_registry().names(); }
-
 double clip_grad_norm(const std::vector<TrainableParameter>& params, double max_norm) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;

@@ -4,7 +4,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
-#include "llmc/eval/model_stats.h"
+#include "llmc/model/weight_count.h"
 #include "llmc/eval/perplexity.h"
 #include "llmc/eval/speed.h"
 #include "llmc/io/hf_model_dir.h"
@@ -38,11 +38,11 @@ nlohmann::json run_evaluate(const EvaluateOptions& o, const RunContext& ctx) {
 
   nlohmann::json m = nlohmann::json::object();
   m["model_path"] = dir;
-  const ModelStats stats = model_stats(*model);
+  const model::WeightCount stats = model::count_weights(*model);
   m["num_parameters"] = stats.num_parameters;
   m["disk_size_bytes"] = io::directory_size_bytes(dir);
   m["memory_footprint_bytes"] = stats.memory_footprint_bytes;
-  m["sparsity"] = stats.sparsity;
+  m["sparsity"] = stats.sparsity();
 
   std::vector<int64_t> ids;
   if (!text.empty()) {

@@ -1,6 +1,10 @@
 #include "llmc/io/atomic_dir.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <regex>
 
 #include <filesystem>
 
@@ -22,6 +26,7 @@ AtomicOutputDir::AtomicOutputDir(std::string final_dir, bool overwrite)
   if (parent.empty()) parent = ".";
   fs::create_directories(parent, ec);
   if (ec) throw ResourceError("cannot create '" + parent.string() + "': " + ec.message());
+  remove_abandoned_staging(parent.string(), target.filename().string());
   staging_ = (parent / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
   fs::remove_all(staging_, ec);
   fs::create_directory(staging_, ec);
@@ -50,6 +55,26 @@ void AtomicOutputDir::commit() {
     if (ec) throw ResourceError("cannot move output into '" + final_ + "': " + ec.message());
   }
   committed_ = true;
+}
+
+void remove_abandoned_staging(const std::string& parent, const std::string& name) {
+  static const std::regex kStaging(R"(\.(.+)\.tmp\.([0-9]{1,9})(\.old)?)");
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (auto it = fs::directory_iterator(parent, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::smatch m;
+    const std::string entry = it->path().filename().string();
+    if (!std::regex_match(entry, m, kStaging) || (!name.empty() && m[1].str() != name)) continue;
+    std::error_code type;
+    if (!it->is_directory(type) || it->is_symlink(type)) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(m[2].str()));
+    const bool running = pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM;
+    if (!running) stale.push_back(it->path());
+  }
+  for (const auto& p : stale) {
+    std::error_code rm;
+    fs::remove_all(p, rm);
+  }
 }
 
 }  // namespace llmc::io

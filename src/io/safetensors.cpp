@@ -228,14 +228,83 @@ std::string safetensors_dtype(c10::ScalarType type) {
 
 namespace {
 
+// The writer's layout (the reference's prepare()): tensors ordered by dtype alignment, largest
+// first, then by name. T has name and dtype.
+template <class T>
+void sort_for_writing(std::vector<T>& items) {
+  std::stable_sort(items.begin(), items.end(), [](const T& a, const T& b) {
+    const int ra = dtype_rank(a.dtype), rb = dtype_rank(b.dtype);
+    return ra != rb ? ra > rb : a.name < b.name;
+  });
+}
+
+// The 8-byte little-endian length and the JSON header padded with spaces to a multiple of 8,
+// for tensors laid out consecutively in the given order. T has name, dtype, shape, nbytes.
+template <class T>
+std::string header_bytes(const std::vector<const T*>& items, const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const T* it : items) {
+    header[it->name] = {{"dtype", it->dtype}, {"shape", it->shape}, {"data_offsets", {offset, offset + it->nbytes}}};
+    offset += it->nbytes;
+  }
+  std::string h = header.dump();
+  h.resize((h.size() + 7) / 8 * 8, ' ');
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>((static_cast<uint64_t>(h.size()) >> (8 * i)) & 0xff);
+  return out + h;
+}
+
+void write_all(int fd, const char* p, uint64_t n, const std::string& path) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, std::min<uint64_t>(n, 1 << 30));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw ResourceError(path + ": write failed: " + std::strerror(errno));
+    }
+    p += w;
+    n -= static_cast<uint64_t>(w);
+  }
+}
+
+// An output file written with write_all and closed (a failed close is a failed write).
+class OutputFile {
+ public:
+  explicit OutputFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw ResourceError(path_ + ": cannot create: " + std::strerror(errno));
+  }
+  ~OutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  void write(const char* p, uint64_t n) { write_all(fd_, p, n, path_); }
+  void close() {
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw ResourceError(path_ + ": close failed: " + std::strerror(errno));
+  }
+
+ private:
+  std::string path_;
+  int fd_{-1};
+};
+
 struct PlannedTensor {
   std::string name;
   std::string dtype;
+  std::vector<int64_t> shape;
+  uint64_t nbytes;
   at::Tensor data;  // contiguous CPU
 };
 
-std::vector<PlannedTensor> plan(const StateDict& tensors) {
-  std::vector<PlannedTensor> out;
+}  // namespace
+
+void save_safetensors(const std::string& path, const StateDict& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::vector<PlannedTensor> planned;
   std::map<const void*, std::string> seen;
   for (const auto& [name, t] : tensors) {
     at::Tensor c = t.device().is_cpu() ? t.contiguous() : t.to(c10::kCPU).contiguous();
@@ -245,52 +314,16 @@ std::vector<PlannedTensor> plan(const StateDict& tensors) {
         throw Error("safetensors cannot store aliased tensors: '" + name + "' shares memory with '" + pos->second + "'");
       }
     }
-    out.push_back({name, safetensors_dtype(c.scalar_type()), c});
+    planned.push_back({name, safetensors_dtype(c.scalar_type()), c.sizes().vec(), tensor_nbytes(c), c});
   }
-  std::stable_sort(out.begin(), out.end(), [](const PlannedTensor& a, const PlannedTensor& b) {
-    int ra = dtype_rank(a.dtype), rb = dtype_rank(b.dtype);
-    return ra != rb ? ra > rb : a.name < b.name;
-  });
-  return out;
-}
-
-}  // namespace
-
-void save_safetensors(const std::string& path, const StateDict& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  std::vector<PlannedTensor> planned = plan(tensors);
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  uint64_t offset = 0;
-  for (const auto& p : planned) {
-    const uint64_t nbytes = tensor_nbytes(p.data);
-    nlohmann::ordered_json entry;
-    entry["dtype"] = p.dtype;
-    entry["shape"] = p.data.sizes().vec();
-    entry["data_offsets"] = {offset, offset + nbytes};
-    header[p.name] = entry;
-    offset += nbytes;
-  }
-  std::string h = header.dump();
-  h.resize((h.size() + 7) / 8 * 8, ' ');
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw ResourceError(path + ": cannot create file");
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((static_cast<uint64_t>(h.size()) >> (8 * i)) & 0xff);
-  out.write(reinterpret_cast<const char*>(len), 8);
-  out.write(h.data(), static_cast<std::streamsize>(h.size()));
-  for (const auto& p : planned) {
-    out.write(static_cast<const char*>(p.data.data_ptr()), static_cast<std::streamsize>(tensor_nbytes(p.data)));
-  }
-  out.flush();
-  if (!out) throw ResourceError(path + ": write failed (disk full?)");
-}
-
-std::vector<std::string> save_safetensors_sharded(const std::string& dir, const StateDict& tensors,
-                                                  uint64_t max_shard_bytes) {
-  SafetensorsStreamWriter writer((std::filesystem::path(dir) / ".spill.tmp").string());
-  for (const auto& [name, t] : tensors) writer.add(name, t);
-  return writer.finish(dir, max_shard_bytes);
+  sort_for_writing(planned);
+  std::vector<const PlannedTensor*> order;
+  for (const auto& p : planned) order.push_back(&p);
+  OutputFile out(path);
+  const std::string header = header_bytes(order, metadata);
+  out.write(header.data(), header.size());
+  for (const auto& p : planned) out.write(static_cast<const char*>(p.data.data_ptr()), p.nbytes);
+  out.close();
 }
 
 SafetensorsStreamWriter::SafetensorsStreamWriter(std::string spill_path) : spill_path_(std::move(spill_path)) {
@@ -305,20 +338,6 @@ SafetensorsStreamWriter::~SafetensorsStreamWriter() {
   }
 }
 
-namespace {
-void write_all(int fd, const char* p, uint64_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, std::min<uint64_t>(n, 1 << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw ResourceError(path + ": write failed: " + std::strerror(errno));
-    }
-    p += w;
-    n -= static_cast<uint64_t>(w);
-  }
-}
-}  // namespace
-
 void SafetensorsStreamWriter::add(const std::string& name, const at::Tensor& tensor) {
   if (fd_ < 0) throw Error("SafetensorsStreamWriter::add after finish");
   at::Tensor c = tensor.device().is_cpu() ? tensor.contiguous() : tensor.to(c10::kCPU).contiguous();
@@ -330,18 +349,15 @@ void SafetensorsStreamWriter::add(const std::string& name, const at::Tensor& ten
 
 std::vector<std::string> SafetensorsStreamWriter::finish(const std::string& dir, uint64_t max_shard_bytes) {
   std::vector<Item> order = items_;
-  std::stable_sort(order.begin(), order.end(), [](const Item& a, const Item& b) {
-    int ra = dtype_rank(a.dtype), rb = dtype_rank(b.dtype);
-    return ra != rb ? ra > rb : a.name < b.name;
-  });
-  std::vector<std::vector<Item>> shards(1);
+  sort_for_writing(order);
+  std::vector<std::vector<const Item*>> shards(1);
   uint64_t current = 0;
   for (const auto& it : order) {
     if (current > 0 && current + it.nbytes > max_shard_bytes) {
       shards.emplace_back();
       current = 0;
     }
-    shards.back().push_back(it);
+    shards.back().push_back(&it);
     current += it.nbytes;
   }
   namespace fs = std::filesystem;
@@ -352,46 +368,28 @@ std::vector<std::string> SafetensorsStreamWriter::finish(const std::string& dir,
     char fname[64];
     if (shards.size() == 1) std::snprintf(fname, sizeof(fname), "model.safetensors");
     else std::snprintf(fname, sizeof(fname), "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
-    nlohmann::ordered_json header = nlohmann::ordered_json::object();
-    header["__metadata__"] = {{"format", "pt"}};
-    uint64_t offset = 0;
-    for (const auto& it : shards[s]) {
-      header[it.name] = {{"dtype", it.dtype}, {"shape", it.shape}, {"data_offsets", {offset, offset + it.nbytes}}};
-      offset += it.nbytes;
-      weight_map[it.name] = fname;
-    }
-    std::string h = header.dump();
-    h.resize((h.size() + 7) / 8 * 8, ' ');
-    const std::string path = (fs::path(dir) / fname).string();
-    const int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out < 0) throw ResourceError(path + ": cannot create: " + std::strerror(errno));
-    try {
-      uint8_t len[8];
-      for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((static_cast<uint64_t>(h.size()) >> (8 * i)) & 0xff);
-      write_all(out, reinterpret_cast<const char*>(len), 8, path);
-      write_all(out, h.data(), h.size(), path);
-      for (const auto& it : shards[s]) {
-        for (uint64_t done = 0; done < it.nbytes;) {
-          const uint64_t chunk = std::min<uint64_t>(buf.size(), it.nbytes - done);
-          const ssize_t r = ::pread(fd_, buf.data(), chunk, static_cast<off_t>(it.spill_offset + done));
-          if (r <= 0) throw ResourceError(spill_path_ + ": read failed");
-          write_all(out, buf.data(), static_cast<uint64_t>(r), path);
-          done += static_cast<uint64_t>(r);
-        }
+    for (const Item* it : shards[s]) weight_map[it->name] = fname;
+    OutputFile out((fs::path(dir) / fname).string());
+    const std::string header = header_bytes(shards[s], {{"format", "pt"}});
+    out.write(header.data(), header.size());
+    for (const Item* it : shards[s]) {
+      for (uint64_t done = 0; done < it->nbytes;) {
+        const uint64_t chunk = std::min<uint64_t>(buf.size(), it->nbytes - done);
+        const ssize_t r = ::pread(fd_, buf.data(), chunk, static_cast<off_t>(it->spill_offset + done));
+        if (r <= 0) throw ResourceError(spill_path_ + ": read failed");
+        out.write(buf.data(), static_cast<uint64_t>(r));
+        done += static_cast<uint64_t>(r);
       }
-    } catch (...) {
-      ::close(out);
-      throw;
     }
-    if (::close(out) != 0) throw ResourceError(path + ": close failed (disk full?)");
+    out.close();
     names.emplace_back(fname);
   }
   if (shards.size() > 1) {
-    nlohmann::json index = {{"metadata", {{"total_size", offset_}}}, {"weight_map", weight_map}};
-    const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
-    std::ofstream out(index_path, std::ios::trunc);
-    out << index.dump(2) << "\n";
-    if (!out) throw ResourceError(index_path + ": write failed");
+    const nlohmann::json index = {{"metadata", {{"total_size", offset_}}}, {"weight_map", weight_map}};
+    const std::string text = index.dump(2) + "\n";
+    OutputFile out((fs::path(dir) / "model.safetensors.index.json").string());
+    out.write(text.data(), text.size());
+    out.close();
     names.emplace_back("model.safetensors.index.json");
   }
   ::close(fd_);
@@ -408,23 +406,6 @@ void release_pages(const at::Tensor& t) {
   begin = (begin + static_cast<uintptr_t>(page) - 1) / static_cast<uintptr_t>(page) * static_cast<uintptr_t>(page);
   end = end / static_cast<uintptr_t>(page) * static_cast<uintptr_t>(page);
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
-uint64_t parse_byte_size(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0 || i > 15) throw UsageError("expected a size such as 5GB, 500MB or 1024, found '" + text + "'");
-  const uint64_t value = std::stoull(text.substr(0, i));
-  std::string unit = text.substr(i);
-  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::toupper(c); });
-  static const std::map<std::string, uint64_t> kUnits = {
-      {"", 1},           {"B", 1},
-      {"KB", 1000},      {"MB", 1000 * 1000},        {"GB", 1000ull * 1000 * 1000},   {"TB", 1000ull * 1000 * 1000 * 1000},
-      {"KIB", 1ull << 10}, {"MIB", 1ull << 20},       {"GIB", 1ull << 30},             {"TIB", 1ull << 40}};
-  auto it = kUnits.find(unit);
-  if (it == kUnits.end()) throw UsageError("unknown size unit in '" + text + "' (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
-  if (value == 0) throw UsageError("size must be positive, found '" + text + "'");
-  return value * it->second;
 }
 
 }  // namespace llmc::io

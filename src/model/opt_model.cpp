@@ -50,8 +50,6 @@ class WeightSource {
     return t.to(ctx_.device, dtype).contiguous().detach();
   }
 
-  bool has_raw(const std::string& name) const { return tensors_.count(name) != 0; }
-
   // A tensor as stored (packed codes, scales), moved to the run's device only.
   at::Tensor take_raw(const std::string& name) {
     auto it = tensors_.find(name);
@@ -242,7 +240,7 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const nlohmann::json& config_json, 
     std::shared_ptr<PackedWeight> packed;
     try {
       packed = load_packed_weight(
-          p + ".", [&](const std::string& n) { return w.has_raw(n); }, [&](const std::string& n) { return w.take_raw(n); },
+          p + ".", [&](const std::string& n) { return w.has(n); }, [&](const std::string& n) { return w.take_raw(n); },
           out, in);
     } catch (const InputError& e) {
       throw InputError(dir + ": " + e.what());

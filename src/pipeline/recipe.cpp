@@ -52,8 +52,6 @@ void check_references(const nlohmann::json& options, const std::string& where, c
 
 }  // namespace
 
-std::vector<std::string> tool_names() { return stage_tools().names(); }
-
 Recipe parse_recipe(const nlohmann::json& j, const std::string& source) {
   const std::string r = "recipe";
   only_keys(j, {"name", "model_name_or_path", "output_dir", "evaluation", "stages", "sweep", "description"}, r);

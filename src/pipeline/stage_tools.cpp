@@ -1,7 +1,7 @@
 #include "stage_tools.h"
 
 #include "llmc/core/options.h"
-#include "llmc/core/version.h"
+#include "llmc/core/metrics.h"
 #include "llmc/distill/distill.h"
 #include "llmc/prune/prune.h"
 #include "llmc/quant/quantize.h"
@@ -57,11 +57,7 @@ StageTool make_tool(ToolParts<O> p) {
     nlohmann::json resolved = nlohmann::json::object();
     for (const auto& f : p.fields(o)) resolved[f.name] = option_value(f);
     const std::string tool = p.name;
-    return p.run(o, ctx, [tool, resolved](const nlohmann::json& m) {
-      nlohmann::json full = {{"tool", tool}, {"llmc_version", version()}, {"status", "ok"}, {"options", resolved}};
-      for (auto it = m.begin(); it != m.end(); ++it) full[it.key()] = it.value();
-      return full;
-    });
+    return p.run(o, ctx, [tool, resolved](const nlohmann::json& m) { return wrap_metrics(tool, m, resolved, -1.0); });
   };
   return t;
 }

@@ -24,14 +24,15 @@
 #include "llmc/core/registry.h"
 #include "llmc/eval/perplexity.h"
 #include "llmc/eval/evaluate.h"
-#include "llmc/io/atomic_dir.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
+#include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/model/causal_lm.h"
 #include "llmc/model/layer_driver.h"
 #include "llmc/model/opt_config.h"
 #include "llmc/model/packed_weight.h"
+#include "llmc/model/weight_count.h"
 #include "llmc/prune/masks.h"
 #include "llmc/tokenizer/tokenizer.h"
 
@@ -132,7 +133,10 @@ std::set<std::string> linear_weight_keys(const io::StateDict& raw, const std::ve
   return keys;
 }
 
-int64_t nonzeros(const at::Tensor& t) { return (t != 0).sum().item<int64_t>(); }
+// Bytes a Linear's weight takes in memory: packed, or dense in its own dtype.
+int64_t weight_bytes(const at::Tensor& w, const model::PackedWeight* packed, c10::ScalarType dense_dtype) {
+  return packed ? packed->nbytes() : w.numel() * static_cast<int64_t>(c10::elementSize(dense_dtype));
+}
 
 double perplexity_of(const std::string& dir, const std::string& eval_file, int64_t max_length, const RunContext& ctx) {
   const std::string text = eval::read_eval_text(eval_file);
@@ -335,7 +339,7 @@ void validate(const PruneOptions& o) {
                      "' (removing attention heads cannot be expressed in transformers' OPT)");
   }
 
-  io::parse_byte_size(o.max_shard_size);
+  parse_byte_size(o.max_shard_size);
 }
 
 nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
@@ -349,7 +353,7 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   if (config.value("model_type", std::string()) != "opt") throw InputError(config_path + ": unsupported model_type (supported: opt)");
   if (!o.eval_file.empty()) eval::read_eval_text(o.eval_file);  // fail early on a bad eval file
 
-  io::AtomicOutputDir out(o.output_dir, o.overwrite);
+  io::ModelDirWriter out(o.output_dir, io::ModelDirWriter::Place::kNewDirectory, o.overwrite);
   at::NoGradGuard no_grad;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(ctx.seed);
   io::StateDict raw;
@@ -387,16 +391,12 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   }
 
   const std::set<std::string> linear_keys = linear_weight_keys(raw, slots);
-  int64_t params_before = 0, nonzero_before = 0;
+  model::WeightCount before;
   for (const auto& [k, v] : raw) {
     if ((k == "lm_head.weight" && cfg.tie_word_embeddings) || linear_keys.count(k)) continue;
-    params_before += v.numel();
-    nonzero_before += nonzeros(v);
+    before.add(v, false);
   }
-  for (const auto& s : slots) {
-    params_before += s.weight.numel();
-    nonzero_before += nonzeros(s.weight);
-  }
+  for (const auto& s : slots) before.add(s.weight, true, weight_bytes(s.weight, s.packed.get(), s.dense_dtype));
 
   // Decide and apply, layer by layer.
   nlohmann::json per_linear = nlohmann::json::object();
@@ -507,48 +507,44 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
 
   // Write: non-linear tensors as they were (narrowed where structured), linears dense in their
   // dtype or re-quantized with their own settings.
-  io::SafetensorsStreamWriter writer((fs::path(out.staging()) / ".spill.tmp").string());
-  int64_t params_after = 0, nonzero_after = 0, linear_zeros = 0, linear_total = 0;
+  model::WeightCount after;
   for (const auto& [k, v] : raw) {
     if ((k == "lm_head.weight" && cfg.tie_word_embeddings) || linear_keys.count(k)) continue;
     const at::Tensor t = narrowed.count(k) ? narrowed.at(k) : v;
-    writer.add(k, t);
-    params_after += t.numel();
-    nonzero_after += nonzeros(t);
+    out.add_tensor(k, t);
+    after.add(t, false);
   }
   Progress progress("prune", static_cast<int64_t>(slots.size()), ctx.progress, "linear");
   for (auto& s : slots) {
     ctx.check_cancelled();
-    at::Tensor final_w = s.weight;
+    at::Tensor final_w;
+    std::unique_ptr<model::PackedWeight> packed;
     if (s.packed) {
-      auto packed = s.packed->requantize(s.weight);
+      packed = s.packed->requantize(s.weight);
       final_w = packed->dequantize();
-      for (const auto& [name, t] : packed->state_dict(s.prefix)) writer.add(name, t);
+      for (const auto& [name, t] : packed->state_dict(s.prefix)) out.add_tensor(name, t);
     } else {
-      writer.add(s.prefix + "weight", s.weight.to(s.dense_dtype));
       final_w = s.weight.to(s.dense_dtype);
+      out.add_tensor(s.prefix + "weight", final_w);
     }
-    const int64_t zeros = final_w.numel() - nonzeros(final_w);
+    const int64_t zeros_before = after.linear_zeros;
+    after.add(final_w, true, weight_bytes(final_w, packed.get(), s.dense_dtype));
     per_linear[s.prefix.substr(0, s.prefix.size() - 1)] = {
         {"requested_sparsity", o.pruning_type == "structured" ? 0.0 : requested},
-        {"achieved_sparsity", static_cast<double>(zeros) / static_cast<double>(final_w.numel())},
+        {"achieved_sparsity", static_cast<double>(after.linear_zeros - zeros_before) / static_cast<double>(final_w.numel())},
         {"shape", final_w.sizes().vec()}};
-    params_after += final_w.numel();
-    nonzero_after += final_w.numel() - zeros;
-    linear_zeros += zeros;
-    linear_total += final_w.numel();
     progress.advance();
   }
   progress.finish();
-  writer.finish(out.staging(), io::parse_byte_size(o.max_shard_size));
-  io::write_file_atomic((fs::path(out.staging()) / "config.json").string(), config.dump(2) + "\n");
-  io::copy_model_side_files(dir, out.staging());
+  out.finish_weights(parse_byte_size(o.max_shard_size));
+  out.write_json("config.json", config);
+  out.copy_side_files(dir);
 
   nlohmann::json m = nlohmann::json::object();
   m["pruning_type"] = o.pruning_type;
   m["pruning_method"] = o.pruning_method;
   m["requested_sparsity"] = requested;
-  m["achieved_sparsity"] = static_cast<double>(linear_zeros) / static_cast<double>(linear_total);
+  m["achieved_sparsity"] = after.sparsity();
   if (o.pruning_type == "structured" && o.structure == "hidden") {
     m["hidden_size_before"] = H;
     m["hidden_size_after"] = config["hidden_size"];
@@ -558,22 +554,20 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     m["ffn_dim_after"] = kept_neurons;
     m["achieved_ratio"] = 1.0 - static_cast<double>(kept_neurons) / static_cast<double>(F);
   }
-  m["num_parameters_before"] = params_before;
-  m["num_parameters_after"] = params_after;
-  m["nonzero_parameters_before"] = nonzero_before;
-  m["nonzero_parameters_after"] = nonzero_after;
+  m["num_parameters_before"] = before.num_parameters;
+  m["num_parameters_after"] = after.num_parameters;
+  m["nonzero_parameters_before"] = before.nonzero_parameters;
+  m["nonzero_parameters_after"] = after.nonzero_parameters;
   m["disk_size_bytes_before"] = io::directory_size_bytes(dir);
-  m["disk_size_bytes_after"] = io::directory_size_bytes(out.staging());
+  m["disk_size_bytes_after"] = out.staged_bytes();
   m["linears"] = per_linear;
   if (!o.eval_file.empty()) {
     m["perplexity_before"] = perplexity_of(dir, o.eval_file, o.eval_max_length, ctx);
     m["perplexity_after"] = perplexity_of(out.staging(), o.eval_file, o.eval_max_length, ctx);
   }
-  m["input"] = {{"path", dir}, {"num_parameters", params_before}, {"disk_size_bytes", m["disk_size_bytes_before"]}};
-  m["output"] = {{"path", out.final_dir()}, {"num_parameters", params_after}, {"disk_size_bytes", m["disk_size_bytes_after"]},
-                 {"sparsity", m["achieved_sparsity"]}};
-  io::write_file_atomic((fs::path(out.staging()) / "metrics.json").string(), decorate(m).dump(2) + "\n");
-  out.commit();
+  m["input"] = before.block(dir, m["disk_size_bytes_before"].get<uint64_t>());
+  m["output"] = after.block(out.final_dir(), m["disk_size_bytes_after"].get<uint64_t>());
+  out.commit("metrics.json", decorate(m));
   log_info("wrote " + out.final_dir());
   return m;
 }

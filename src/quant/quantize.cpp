@@ -14,10 +14,11 @@
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
 #include "llmc/core/progress.h"
-#include "llmc/io/atomic_dir.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
+#include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
+#include "llmc/model/weight_count.h"
 #include "llmc/model/opt_config.h"
 #include "methods.h"
 
@@ -42,27 +43,13 @@ bool skipped_by_user(const std::string& module, const std::vector<std::string>& 
   return false;
 }
 
-struct SizeTally {
-  int64_t num_parameters{0};
-  int64_t memory_bytes{0};
-  int64_t linear_zeros{0};
-  int64_t linear_total{0};
-  nlohmann::json block(const std::string& path) const {
-    return {{"path", path},
-            {"num_parameters", num_parameters},
-            {"disk_size_bytes", io::directory_size_bytes(path)},
-            {"memory_footprint_bytes", memory_bytes},
-            {"sparsity", linear_total > 0 ? static_cast<double>(linear_zeros) / static_cast<double>(linear_total) : 0.0}};
-  }
-};
-
 }  // namespace
 
 void validate(const QuantizeOptions& o) {
   if (o.model_name_or_path.empty()) throw UsageError("--model_name_or_path is required");
   if (o.output_dir.empty()) throw UsageError("--output_dir is required");
   method_registry().get(o.quantization_method).validate(o);
-  io::parse_byte_size(o.max_shard_size);
+  parse_byte_size(o.max_shard_size);
 }
 
 nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
@@ -83,10 +70,10 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
                      "' (supported: opt)");
   }
   const bool tied = config.value("tie_word_embeddings", true);
-  const uint64_t max_shard = io::parse_byte_size(o.max_shard_size);
+  const uint64_t max_shard = parse_byte_size(o.max_shard_size);
   const int64_t compute_elem = static_cast<int64_t>(c10::elementSize(ctx.dtype));
 
-  io::AtomicOutputDir out(o.output_dir, o.overwrite);
+  io::ModelDirWriter out(o.output_dir, io::ModelDirWriter::Place::kNewDirectory, o.overwrite);
   at::NoGradGuard no_grad;
   // Per-layer temporaries are large and short-lived: have glibc map them separately so that
   // freeing returns them to the system (its adaptive threshold would otherwise keep them in
@@ -94,9 +81,8 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
   // Zero-copy views on the memory-mapped input files; each is read, used and released.
   io::StateDict input = io::load_weights(dir);
-  io::SafetensorsStreamWriter writer((fs::path(out.staging()) / ".spill.tmp").string());
 
-  SizeTally in_tally, out_tally;
+  model::WeightCount in_count, out_count;
   std::vector<std::string> dense_modules = {"lm_head"};
   nlohmann::json layers = nlohmann::json::object();
   int64_t quantized_params = 0, quantized_bytes = 0;
@@ -113,38 +99,24 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
       throw InputError(dir + ": tensor '" + key + "' has dtype " + std::string(c10::toString(st)) +
                        " (expected float32, float16 or bfloat16: is this model already quantized?)");
     }
-    const int64_t numel = tensor.numel();
-    in_tally.num_parameters += numel;
-    in_tally.memory_bytes += numel * compute_elem;
+    const int64_t compute_bytes = tensor.numel() * compute_elem;
     const bool decoder_linear = is_decoder_linear_weight(key, tensor);
     const std::string module = decoder_linear ? module_of(key) : "";
-    const int64_t zeros = decoder_linear ? (tensor == 0).sum().item<int64_t>() : 0;
-    if (decoder_linear) {
-      in_tally.linear_zeros += zeros;
-      in_tally.linear_total += numel;
-    }
+    in_count.add(tensor, decoder_linear, compute_bytes);
     if (decoder_linear && !skipped_by_user(module, o.skip_modules)) {
       at::Tensor w = tensor.to(c10::kFloat);
       auto packed = method.quantize(w, o);
       at::Tensor deq = packed->dequantize();
       const double rel = (w - deq).norm().item<double>() / std::max(w.norm().item<double>(), 1e-30);
       layers[module] = {{"relative_error", rel}, {"bits_per_weight", packed->bits_per_weight()}};
-      for (const auto& [name, t] : packed->state_dict(module + ".")) writer.add(name, t);
-      quantized_params += numel;
+      for (const auto& [name, t] : packed->state_dict(module + ".")) out.add_tensor(name, t);
+      quantized_params += tensor.numel();
       quantized_bytes += packed->nbytes();
-      out_tally.num_parameters += numel;
-      out_tally.memory_bytes += packed->nbytes();
-      out_tally.linear_zeros += (deq == 0).sum().item<int64_t>();
-      out_tally.linear_total += numel;
+      out_count.add(deq, true, packed->nbytes());
     } else {
-      if (decoder_linear) {
-        dense_modules.push_back(module);
-        out_tally.linear_zeros += zeros;  // left dense: the input's zeros
-        out_tally.linear_total += numel;
-      }
-      writer.add(key, tensor.to(c10::kHalf));
-      out_tally.num_parameters += numel;
-      out_tally.memory_bytes += numel * compute_elem;
+      if (decoder_linear) dense_modules.push_back(module);
+      out.add_tensor(key, tensor.to(c10::kHalf));
+      out_count.add(tensor, decoder_linear, compute_bytes);  // left dense: the input's values
     }
     io::release_pages(tensor);
   }
@@ -155,30 +127,26 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
   }
   input.clear();
 
-  writer.finish(out.staging(), max_shard);
+  out.finish_weights(max_shard);
   config["quantization_config"] = method.config_block(o, dense_modules);
   config["torch_dtype"] = "float16";
-  io::write_file_atomic((fs::path(out.staging()) / "config.json").string(), config.dump(2) + "\n");
-  for (const auto& [name, content] : method.extra_files(o, o.model_name_or_path)) {
-    io::write_file_atomic((fs::path(out.staging()) / name).string(), content.dump(2) + "\n");
-  }
-  io::copy_model_side_files(dir, out.staging());
+  out.write_json("config.json", config);
+  for (const auto& [name, content] : method.extra_files(o, o.model_name_or_path)) out.write_json(name, content);
+  out.copy_side_files(dir);
 
   nlohmann::json m = nlohmann::json::object();
-  m["input"] = in_tally.block(dir);
-  m["output"] = out_tally.block(out.staging());
-  m["output"]["path"] = out.final_dir();
+  m["input"] = in_count.block(dir, io::directory_size_bytes(dir));
+  m["output"] = out_count.block(out.final_dir(), out.staged_bytes());
   m["quantization_method"] = o.quantization_method;
   m["quantized_linears"] = layers.size();
   m["bits_per_parameter_quantized_linears"] = 8.0 * static_cast<double>(quantized_bytes) / static_cast<double>(quantized_params);
   m["bits_per_parameter_file"] =
-      8.0 * static_cast<double>(m["output"]["disk_size_bytes"].get<int64_t>()) / static_cast<double>(out_tally.num_parameters);
+      8.0 * static_cast<double>(m["output"]["disk_size_bytes"].get<int64_t>()) / static_cast<double>(out_count.num_parameters);
   double worst = 0.0;
   for (const auto& l : layers) worst = std::max(worst, l["relative_error"].get<double>());
   m["max_relative_error"] = worst;
   m["layers"] = layers;
-  io::write_file_atomic((fs::path(out.staging()) / "metrics.json").string(), decorate(m).dump(2) + "\n");
-  out.commit();
+  out.commit("metrics.json", decorate(m));
   log_info("wrote " + out.final_dir());
   return m;
 }

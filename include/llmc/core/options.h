@@ -36,4 +36,7 @@ void apply_json_options(const std::vector<OptionField>& fields, const nlohmann::
 // The field's current value as JSON (for plans and reports).
 nlohmann::json option_value(const OptionField& field);
 
+// A size flag: "5GB" -> 5e9, "500MB", "10KiB", "123" (bytes). Throws UsageError.
+uint64_t parse_byte_size(const std::string& text);
+
 }  // namespace llmc

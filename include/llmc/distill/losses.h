@@ -28,7 +28,6 @@ struct LossValue {
 
 struct Loss {
   bool needs_teacher{false};
-  std::string description;
   std::function<LossValue(const LossInputs&)> compute;
 };
 

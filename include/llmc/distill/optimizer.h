@@ -55,7 +55,6 @@ class AdamW {
 // linear warmup over `warmup` steps, then linear decay to 0 | half-cosine to 0 | constant.
 // UsageError for an unknown type.
 double lr_multiplier(const std::string& type, int64_t step, int64_t warmup, int64_t total);
-std::vector<std::string> scheduler_names();
 
 // Scales the gradients so that their global L2 norm is at most max_norm (max_norm <= 0: no
 // clipping); returns the norm before clipping.

@@ -25,4 +25,8 @@ class AtomicOutputDir {
   bool committed_{false};
 };
 
+// Removes the staging directories that killed runs left in `parent`: `.<name>.tmp.<pid>`
+// (and `.old` twins) whose pid is no longer running; only those of `name` when it is given.
+void remove_abandoned_staging(const std::string& parent, const std::string& name = "");
+
 }  // namespace llmc::io

@@ -59,12 +59,6 @@ std::string safetensors_dtype(c10::ScalarType type);
 void save_safetensors(const std::string& path, const StateDict& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
-// Writes `model.safetensors` into dir, or `model-0000i-of-0000n.safetensors` shards of at
-// most max_shard_bytes plus `model.safetensors.index.json` when it does not fit in one.
-// Returns the file names written.
-std::vector<std::string> save_safetensors_sharded(const std::string& dir, const StateDict& tensors,
-                                                  uint64_t max_shard_bytes);
-
 // Writes safetensors without holding the tensors: add() appends each tensor's bytes to a
 // spill file as it comes; finish() writes the header (reference order: dtype alignment,
 // then name) and copies the bytes into the final file(s) (`model.safetensors`, or shards of
@@ -77,7 +71,6 @@ class SafetensorsStreamWriter {
   SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
 
   void add(const std::string& name, const at::Tensor& tensor);
-  uint64_t bytes() const { return offset_; }
   // Returns the file names written into dir; removes the spill file.
   std::vector<std::string> finish(const std::string& dir, uint64_t max_shard_bytes);
 
@@ -98,8 +91,5 @@ class SafetensorsStreamWriter {
 // Drops the resident pages behind a tensor that views a read-only file mapping (they are
 // read again from the file if touched). For streaming over big inputs.
 void release_pages(const at::Tensor& t);
-
-// "5GB" -> 5e9, "500MB", "10KiB", "123" (bytes). Throws UsageError.
-uint64_t parse_byte_size(const std::string& text);
 
 }  // namespace llmc::io

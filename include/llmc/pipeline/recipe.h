@@ -42,7 +42,4 @@ struct Run {
 // named "" without a sweep. UsageError when a path names no value of the recipe.
 std::vector<Run> expand_sweep(const Recipe& recipe);
 
-// The tools a stage may name.
-std::vector<std::string> tool_names();
-
 }  // namespace llmc::pipeline

@@ -24,7 +24,7 @@ struct PruneOptions {
   std::string pruning_type{"structured"};      // structured | unstructured | semi_structured
   std::string sparsity_pattern{"2:4"};         // N:M for semi_structured
   std::string scope{"layer"};                  // layer | global (unstructured)
-  std::string structure{"ffn"};                // ffn (hidden: not in this version)
+  std::string structure{"ffn"};                // ffn (FFN neurons) | hidden (hidden_size)
   std::string calibration_file;                // text for wanda / activation
   int64_t num_calibration_samples{128};
   int64_t calibration_seq_len{512};
