@@ -8,41 +8,20 @@ ev="$bin/evaluate"
 qz="$bin/quantize"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-# expect CODE NAME -- COMMAND...
-expect() {
-  local want=$1 name=$2
-  shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  if [ "$got" = "$want" ]; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL $name: exit $got, expected $want"
-    sed 's/^/  stderr: /' "$tmp/err" | tail -5
-  fi
-}
-
-# expect_grep FILE PATTERN NAME
-expect_grep() {
-  if grep -q -- "$2" "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $3: '$2' not in $1"; sed 's/^/  /' "$1" | tail -5; fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 m="$fx/opt_preln_f32"
 q=(--quiet --threads 2)
 
 expect 0 help -- "$ev" --help
-expect_grep "$tmp/out" "--model_name_or_path" help-lists-flags
+expect_grep "$so" "--model_name_or_path" help-lists-flags
 expect 0 version -- "$ev" --version
-expect_grep "$tmp/out" "llmc" version-text
+expect_grep "$so" "llmc" version-text
 expect 2 unknown-flag -- "$ev" --model_name_or_path "$m" --no_such_flag
 expect 2 missing-required -- "$ev" "${q[@]}"
 expect 2 bad-dtype -- "$ev" --model_name_or_path "$m" --dtype int3 "${q[@]}"
 expect 2 fp16-on-cpu -- "$ev" --model_name_or_path "$m" --device cpu --dtype float16 "${q[@]}"
-expect_grep "$tmp/err" "float16 is not supported on the CPU" fp16-message
+expect_grep "$se" "float16 is not supported on the CPU" fp16-message
 expect 2 bad-device -- "$ev" --model_name_or_path "$m" --device quantum "${q[@]}"
 if [ -e /dev/nvidia0 ]; then :; else
   expect 4 cuda-absent -- "$ev" --model_name_or_path "$m" --device cuda "${q[@]}"
@@ -52,9 +31,9 @@ expect 2 bad-top-p -- "$ev" --model_name_or_path "$m" --prompt hi --do_sample --
 
 # Bad inputs: exit 3 with the file or tensor named.
 expect 3 missing-dir -- "$ev" --model_name_or_path "$fx/does/not/exist" "${q[@]}"
-expect_grep "$tmp/err" "looked in" missing-dir-message
+expect_grep "$se" "looked in" missing-dir-message
 expect 3 hub-miss -- env HF_HUB_OFFLINE=1 HF_HUB_CACHE="$tmp/cache" "$ev" --model_name_or_path facebook/opt-125m "${q[@]}"
-expect_grep "$tmp/err" "models--facebook--opt-125m" hub-miss-message
+expect_grep "$se" "models--facebook--opt-125m" hub-miss-message
 for case in no_config:config.json config_not_json:"not valid JSON" config_missing_field:hidden_size \
             bad_model_type:"unsupported model_type 'llama_x' (supported: opt)" st_truncated:model.safetensors \
             st_header_too_long:model.safetensors st_overlap:"gaps or overlaps" st_gap:"gaps or overlaps" \
@@ -64,16 +43,16 @@ for case in no_config:config.json config_not_json:"not valid JSON" config_missin
   dir=${case%%:*}
   needle=${case#*:}
   expect 3 "bad-$dir" -- "$ev" --model_name_or_path "$fx/bad/$dir" "${q[@]}"
-  expect_grep "$tmp/err" "$needle" "bad-$dir-message"
+  expect_grep "$se" "$needle" "bad-$dir-message"
 done
 expect 3 empty-eval-file -- "$ev" --model_name_or_path "$m" --eval_file "$fx/bad/empty.txt" "${q[@]}"
 expect 3 latin1-eval-file -- "$ev" --model_name_or_path "$m" --eval_file "$fx/bad/latin1.txt" "${q[@]}"
-expect_grep "$tmp/err" "not valid UTF-8" latin1-message
+expect_grep "$se" "not valid UTF-8" latin1-message
 
 # A good run: --json on stdout, the same JSON at --metrics_out, logs on stderr only.
 expect 0 json -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" --prompt "The quick" --max_new_tokens 3 \
   --benchmark --bench_prompt_tokens 8 --bench_new_tokens 4 --json --metrics_out "$tmp/metrics.json" "${q[@]}"
-cp "$tmp/out" "$tmp/json_stdout"
+cp "$so" "$tmp/json_stdout"
 for key in '"tool": "evaluate"' '"status": "ok"' '"llmc_version"' '"elapsed_s"' '"options"' '"perplexity"' \
            '"predicted_tokens"' '"num_parameters"' '"disk_size_bytes"' '"memory_footprint_bytes"' '"sparsity"' \
            '"prefill_tokens_per_s"' '"decode_tokens_per_s"' '"generated_text"' '"max_new_tokens": 3'; do
@@ -84,16 +63,16 @@ expect 0 json-parses -- node -e 'JSON.parse(require("fs").readFileSync(process.a
 
 # Human summary by default.
 expect 0 summary -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" "${q[@]}"
-expect_grep "$tmp/out" "perplexity:" summary-text
+expect_grep "$so" "perplexity:" summary-text
 
 # --config: keys are flag names, explicit flags win, unknown keys are exit 2.
 printf '{"eval_file": "%s", "max_length": 16, "json": true, "quiet": true}\n' "$fx/eval.txt" >"$tmp/cfg.json"
 expect 0 config -- "$ev" --model_name_or_path "$m" --config "$tmp/cfg.json" --max_length 32
-expect_grep "$tmp/out" '"max_length": 32' config-explicit-wins
-expect_grep "$tmp/out" '"eval_file"' config-applies
+expect_grep "$so" '"max_length": 32' config-explicit-wins
+expect_grep "$so" '"eval_file"' config-applies
 printf '{"eval_fil": "x"}\n' >"$tmp/bad_cfg.json"
 expect 2 config-unknown-key -- "$ev" --model_name_or_path "$m" --config "$tmp/bad_cfg.json" "${q[@]}"
-expect_grep "$tmp/err" "unknown key 'eval_fil'" config-unknown-key-message
+expect_grep "$se" "unknown key 'eval_fil'" config-unknown-key-message
 
 # Failures are recorded at --metrics_out.
 expect 3 failed-metrics -- "$ev" --model_name_or_path "$fx/bad/missing_tensor" --metrics_out "$tmp/failed.json" "${q[@]}"
@@ -117,21 +96,25 @@ expect_grep "$tmp/q/nf4/metrics.json" '"elapsed_s"' quantize-metrics-elapsed
 expect_grep "$tmp/q/nf4/metrics.json" '"relative_error"' quantize-metrics-layers
 expect_grep "$tmp/q/nf4/config.json" '"quant_method": "bitsandbytes"' quantize-config
 expect 0 evaluate-nf4 -- "$ev" --model_name_or_path "$tmp/q/nf4" --eval_file "$fx/eval.txt" --prompt "The" --max_new_tokens 3 --json "${q[@]}"
-expect_grep "$tmp/out" '"perplexity"' evaluate-nf4-perplexity
+expect_grep "$so" '"perplexity"' evaluate-nf4-perplexity
 expect 0 quantize-int8 -- "$qz" "${qargs[@]}" --quantization_bits 8 --output_dir "$tmp/q/int8" "${q[@]}"
 expect 0 evaluate-int8 -- "$ev" --model_name_or_path "$tmp/q/int8" --eval_file "$fx/eval.txt" "${q[@]}"
 expect 0 quantize-rtn -- "$qz" --model_name_or_path "$fx/opt_preln_f32" --quantization_method rtn --quantization_bits 4 --group_size 32 --output_dir "$tmp/q/rtn" "${q[@]}"
 expect_grep "$tmp/q/rtn/quantize_config.json" '"bits": 4' quantize-rtn-config
+# rtn records only what it did: no calibration settings it never used.
+json_check quantize-rtn-no-calibration-keys "$tmp/q/rtn/config.json" \
+  "not ({'damp_percent', 'true_sequential'} & (set(m['quantization_config']) | set(m['quantization_config']['meta']))) and m['quantization_config']['meta']['method'] == 'rtn'"
+json_check quantize-rtn-file-no-calibration-keys "$tmp/q/rtn/quantize_config.json" "'damp_percent' not in m and 'true_sequential' not in m"
 expect 0 evaluate-rtn -- "$ev" --model_name_or_path "$tmp/q/rtn" --eval_file "$fx/eval.txt" "${q[@]}"
 expect 2 quantize-exists -- "$qz" "${qargs[@]}" --output_dir "$tmp/q/nf4" "${q[@]}"
 expect 0 quantize-overwrite -- "$qz" "${qargs[@]}" --output_dir "$tmp/q/nf4" --overwrite "${q[@]}"
 expect 2 quantize-bnb-3bit -- "$qz" "${qargs[@]}" --quantization_bits 3 --output_dir "$tmp/q/x" "${q[@]}"
-expect_grep "$tmp/err" "4 bits (nf4, fp4) or 8 bits" quantize-bnb-3bit-message
+expect_grep "$se" "4 bits (nf4, fp4) or 8 bits" quantize-bnb-3bit-message
 expect 2 quantize-blocksize -- "$qz" "${qargs[@]}" --blocksize 48 --output_dir "$tmp/q/x" "${q[@]}"
 expect 2 quantize-method -- "$qz" "${qargs[@]}" --quantization_method awq --output_dir "$tmp/q/x" "${q[@]}"
 expect 2 quantize-rtn-width -- "$qz" --model_name_or_path "$fx/opt_preln_f32" --quantization_method rtn --group_size 128 --output_dir "$tmp/q/x" "${q[@]}"
 expect 2 quantize-already -- "$qz" --model_name_or_path "$tmp/q/nf4" --output_dir "$tmp/q/x" "${q[@]}"
-expect_grep "$tmp/err" "already quantized" quantize-already-message
+expect_grep "$se" "already quantized" quantize-already-message
 expect 3 quantize-missing -- "$qz" --model_name_or_path "$fx/nope" --output_dir "$tmp/q/x" "${q[@]}"
 if [ -e "$tmp/q/x" ]; then fail=$((fail + 1)); echo "FAIL quantize left a partial output"; else pass=$((pass + 1)); fi
 
@@ -143,7 +126,7 @@ expect_grep "$tmp/p/pruned/config.json" '"quant_method": "bitsandbytes"' prune-k
 expect_grep "$tmp/p/pruned/metrics.json" '"tool": "prune"' prune-metrics
 expect 0 evaluate-pruned -- "$ev" --model_name_or_path "$tmp/p/pruned" --eval_file "$fx/eval.txt" "${q[@]}"
 expect 0 prune-unstructured-eval -- "$pr" --model_path "$m" --output_dir "$tmp/p/u" --pruning_type unstructured --pruning_ratio 0.5 --eval_file "$fx/eval.txt" --json "${q[@]}"
-expect_grep "$tmp/out" '"perplexity_after"' prune-perplexity-after
+expect_grep "$so" '"perplexity_after"' prune-perplexity-after
 expect 2 prune-ratio -- "$pr" --model_path "$m" --output_dir "$tmp/p/x" --pruning_ratio 1.2 "${q[@]}"
 expect 2 prune-pattern -- "$pr" --model_path "$m" --output_dir "$tmp/p/x" --pruning_type semi_structured --sparsity_pattern 4:4 "${q[@]}"
 expect 2 prune-method -- "$pr" --model_path "$m" --output_dir "$tmp/p/x" --pruning_ratio 0.2 --pruning_method wanda "${q[@]}"
@@ -161,5 +144,4 @@ rc=$?
 if [ "$rc" = 130 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL sigint: exit $rc, expected 130"; fi
 expect_grep "$tmp/int.json" '"status": "interrupted"' sigint-status
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish cli_test

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CLI tests of `pipeline`: recipe errors name the offending path (exit 2), --dry_run prints the
 # plan, a sweep over prune + quantize on the fixture model writes metrics.json, summary.csv,
-# report.md, SVG plots and the experiments/ tables; a rerun skips every stage (hashes),
+# report.md, SVG plots and the sweep tables under output_dir; a rerun skips every stage (hashes),
 # --force reruns; a recipe whose first stage trains the model from scratch.
 #   tests/pipeline_cli_test.sh BIN_DIR FIXTURES
 set -u
@@ -59,10 +59,11 @@ expect_grep "$so" "run-2 nf4 \[quantize\] to run" dry-run-plan
 expect 0 sweep-run -- "$pl" --config sweep.json --json "${q[@]}"
 json_check stages-run "$so" "m['runs'] == 2 and m['stages_run'] == 5"
 for f in out/metrics.json out/summary.csv out/report.md out/plots/size_vs_perplexity.svg out/plots/decode_speed.svg \
-         out/plots/per_layer.svg experiments/compression_ratios/fixture-sweep.csv \
-         experiments/performance_comparison/fixture-sweep.json experiments/accuracy_tradeoffs/fixture-sweep.csv; do
+         out/plots/per_layer.svg out/sweep/compression_ratios.csv \
+         out/sweep/performance_comparison.json out/sweep/accuracy_tradeoffs.csv; do
   [ -s "$f" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL missing $f"; }
 done
+[ ! -e experiments ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL wrote outside the recipe's output_dir"; }
 $py - <<'PY' && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL summary/plots content"; }
 import csv, json, xml.etree.ElementTree as ET
 rows = list(csv.DictReader(open("out/summary.csv")))
@@ -87,6 +88,14 @@ expect 0 rerun -- "$pl" --config sweep.json --json "${q[@]}"
 json_check rerun-skips "$so" "m['stages_run'] == 0"
 expect 0 force -- "$pl" --config sweep.json --json --force "${q[@]}"
 json_check force-reruns "$so" "m['stages_run'] == 5"
+# The plan as JSON; --seed is part of the hash of stages that use ctx's seed (a rerun with
+# another seed runs them again); --overwrite is refused (the hash decides).
+expect 0 dry-run-json -- "$pl" --config sweep.json --dry_run --json "${q[@]}"
+json_check dry-run-json-plan "$so" "m['dry_run'] and len(m['plan']) == 6 and all(p['status'] != 'to run' for p in m['plan'])"
+expect 0 dry-run-seed -- "$pl" --config sweep.json --dry_run --json --seed 7 "${q[@]}"
+json_check seed-changes-hash "$so" "all(p['status'] == 'to run' for p in m['plan'] if not p['status'].startswith('shared'))"
+expect 2 overwrite-refused -- "$pl" --config sweep.json --overwrite "${q[@]}"
+expect_grep "$se" "use --force" overwrite-message
 
 # ---- The first stage trains the model from scratch (it is then the original).
 for _ in $(seq 30); do cat "$fx/eval.txt"; done >train.txt

@@ -215,7 +215,11 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, cons
     const nlohmann::json metrics = decorate(result);
     write_metrics_out(flags.metrics_out, metrics);
     if (flags.json) std::cout << metrics.dump(2) << std::endl;
-    else print_summary(tool, metrics);
+    else {
+      const std::string text = settings.summary ? settings.summary(metrics) : std::string();
+      if (text.empty()) print_summary(tool, metrics);
+      else std::cout << text << std::flush;
+    }
     return 0;
   } catch (const llmc::Error& e) {
     return fail(e, parsed);

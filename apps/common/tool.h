@@ -46,6 +46,8 @@ struct ToolSettings {
   CommonFlags defaults;
   bool config_is_flag_file{true};
   std::string config_help{"JSON file whose keys are this tool's flag names; explicit flags win"};
+  // The human summary on stdout (without --json); unset or empty: one line per figure.
+  std::function<std::string(const nlohmann::json& metrics)> summary;
 };
 
 int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, const ToolBody& body,

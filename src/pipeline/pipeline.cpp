@@ -2,13 +2,14 @@
 
 #include <chrono>
 #include <filesystem>
-#include <iostream>
+#include <sstream>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
+#include "llmc/core/metrics.h"
 #include "llmc/core/version.h"
 #include "llmc/eval/evaluate.h"
 #include "llmc/io/hash.h"
@@ -86,7 +87,7 @@ nlohmann::json resolve_refs(const nlohmann::json& options, const std::map<std::s
 }
 
 std::vector<PlannedStage> plan(const Recipe& recipe, const std::vector<Run>& runs, const PipelineOptions& po,
-                               std::optional<Model>& original) {
+                               uint64_t ctx_seed, std::optional<Model>& original) {
   if (!recipe.model_name_or_path.empty()) {
     try {
       const std::string dir = io::resolve_model_dir(recipe.model_name_or_path);
@@ -114,11 +115,16 @@ std::vector<PlannedStage> plan(const Recipe& recipe, const std::vector<Run>& run
       const bool creates = tool.creates_model(st.options);
       std::optional<Model> input = st.input.empty() ? prev : std::optional<Model>(models.at(st.input.substr(1)));
       if (!creates) p.input = input->dir;
-      p.options = resolve_refs(st.options, models, false);
-      const nlohmann::json identity = {{"llmc_version", version()},
-                                       {"tool", st.tool},
-                                       {"options", resolve_refs(st.options, models, true)},
-                                       {"input", creates ? std::string() : input->hash}};
+      // The seed: a stage's own `seed` option wins; else --seed becomes the option of tools
+      // that have one; tools without run with ctx.seed, which then belongs to their identity.
+      nlohmann::json options = st.options;
+      if (tool.has_seed_option && po.seed && !options.contains("seed")) options["seed"] = *po.seed;
+      p.options = resolve_refs(options, models, false);
+      nlohmann::json identity = {{"llmc_version", version()},
+                                 {"tool", st.tool},
+                                 {"options", resolve_refs(options, models, true)},
+                                 {"input", creates ? std::string() : input->hash}};
+      if (!tool.has_seed_option) identity["seed"] = ctx_seed;
       p.hash = io::sha256_hex(identity.dump());
       auto seen = dir_of_hash.find(p.hash);
       p.shared = seen != dir_of_hash.end();
@@ -170,7 +176,7 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
   std::vector<std::string> swept_keys;
   for (auto it = recipe.sweep.begin(); it != recipe.sweep.end(); ++it) swept_keys.push_back(it.key());
   std::optional<Model> original;
-  std::vector<PlannedStage> stages = plan(recipe, runs, po, original);
+  std::vector<PlannedStage> stages = plan(recipe, runs, po, ctx.seed, original);
 
   nlohmann::json plan_json = nlohmann::json::array();
   for (const auto& s : stages) {
@@ -184,17 +190,11 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
                          {"options", s.options}});
   }
   if (po.dry_run) {
-    std::cout << "pipeline plan for " << recipe.source << " (" << runs.size() << " run(s), "
-              << (original ? "original " + original->dir : std::string("the first stage creates the model")) << ")\n";
-    for (const auto& p : plan_json) {
-      std::cout << "  " << (p["run"].get<std::string>().empty() ? "" : p["run"].get<std::string>() + " ") << p["stage"].get<std::string>()
-                << " [" << p["tool"].get<std::string>() << "] " << p["status"].get<std::string>() << "\n"
-                << "    input:   " << (p["input"].is_null() ? std::string("(creates the model)") : p["input"].get<std::string>()) << "\n"
-                << "    output:  " << p["output"].get<std::string>() << "\n"
-                << "    hash:    " << p["hash"].get<std::string>() << "\n"
-                << "    options: " << p["options"].dump() << "\n";
-    }
-    return {{"dry_run", true}, {"plan", plan_json}};
+    return {{"dry_run", true},
+            {"recipe", recipe.source},
+            {"runs", runs.size()},
+            {"original", original ? nlohmann::json(original->dir) : nlohmann::json()},
+            {"plan", plan_json}};
   }
 
   // Run the stages.
@@ -261,11 +261,13 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
   }
   std::vector<std::string> written = report::write_report(recipe.output_dir, rep);
   if (!swept_keys.empty()) {
-    const auto tables = report::write_sweep_tables("experiments", recipe.name, rep);
+    const auto tables = report::write_sweep_tables((fs::path(recipe.output_dir) / "sweep").string(), rep);
     written.insert(written.end(), tables.begin(), tables.end());
   }
-  const nlohmann::json all = {{"tool", "pipeline"}, {"llmc_version", version()}, {"recipe", recipe.source}, {"name", recipe.name},
-                              {"runs", runs_json}};
+  nlohmann::json flags = {{"force", po.force}};
+  if (po.seed) flags["seed"] = *po.seed;
+  const nlohmann::json all =
+      wrap_metrics("pipeline", {{"recipe", recipe.source}, {"name", recipe.name}, {"runs", runs_json}}, flags, -1.0);
   const std::string metrics = (fs::path(recipe.output_dir) / "metrics.json").string();
   io::write_file_atomic(metrics, all.dump(2) + "\n");
   written.push_back(metrics);
@@ -280,6 +282,23 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
   }
   result["summary"] = table;
   return result;
+}
+
+std::string format_plan(const nlohmann::json& r) {
+  std::ostringstream o;
+  o << "pipeline plan for " << r.value("recipe", std::string()) << " (" << r.value("runs", 0) << " run(s), "
+    << (r["original"].is_string() ? "original " + r["original"].get<std::string>() : std::string("the first stage creates the model"))
+    << ")\n";
+  for (const auto& p : r["plan"]) {
+    const std::string run = p["run"].get<std::string>();
+    o << "  " << (run.empty() ? "" : run + " ") << p["stage"].get<std::string>() << " [" << p["tool"].get<std::string>() << "] "
+      << p["status"].get<std::string>() << "\n"
+      << "    input:   " << (p["input"].is_null() ? std::string("(creates the model)") : p["input"].get<std::string>()) << "\n"
+      << "    output:  " << p["output"].get<std::string>() << "\n"
+      << "    hash:    " << p["hash"].get<std::string>() << "\n"
+      << "    options: " << p["options"].dump() << "\n";
+  }
+  return o.str();
 }
 
 }  // namespace llmc::pipeline

@@ -48,6 +48,8 @@ StageTool make_tool(ToolParts<O> p) {
     bind(options, "options", o);
     return p.creates_model(o);
   };
+  O probe;
+  for (const auto& f : p.fields(probe)) t.has_seed_option = t.has_seed_option || f.name == "seed";
   t.run = [p, bind](const nlohmann::json& options, const std::string& input, const std::string& output, bool resume,
                     const RunContext& ctx) {
     O o;

@@ -17,6 +17,8 @@ struct StageTool {
   std::function<void(const nlohmann::json& options, const std::string& where)> check;
   // True when the stage makes a model without an input (distill with student_config).
   std::function<bool(const nlohmann::json& options)> creates_model;
+  // True when the tool's option table has `seed` (its seed is an option, not ctx.seed).
+  bool has_seed_option{false};
   // Runs the tool on `input` (ignored when creates_model) writing `output`; returns the
   // tool's metrics (also written to output/metrics.json). `resume`: continue an interrupted
   // run of the same stage from its checkpoints (tools that have them).

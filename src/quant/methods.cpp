@@ -6,8 +6,6 @@ namespace llmc::quant {
 
 namespace {
 
-// ---------------------------------------------------------------- bitsandbytes
-
 void validate_bnb(const QuantizeOptions& o) {
   if (o.quantization_bits != 4 && o.quantization_bits != 8) {
     throw UsageError("bitsandbytes quantizes to 4 bits (nf4, fp4) or 8 bits (LLM.int8); --quantization_bits " +
@@ -56,8 +54,6 @@ nlohmann::json bnb_config(const QuantizeOptions& o, const std::vector<std::strin
           {"quant_method", "bitsandbytes"}};
 }
 
-// ---------------------------------------------------------------- rtn (GPTQ v1 layout)
-
 void validate_rtn(const QuantizeOptions& o) {
   if (o.quantization_bits != 2 && o.quantization_bits != 3 && o.quantization_bits != 4 && o.quantization_bits != 8) {
     throw UsageError("rtn quantizes to 2, 3, 4 or 8 bits; --quantization_bits " + std::to_string(o.quantization_bits) +
@@ -75,20 +71,29 @@ std::unique_ptr<model::PackedWeight> quantize_rtn(const at::Tensor& w, const Qua
   return model::quantize_rtn_gptq(w, g);
 }
 
+// What rtn did, in the GPTQ loaders' terms: symmetric codes in the v1 layout, groups in
+// natural order. rtn calibrates nothing, so no calibration settings (damp_percent,
+// true_sequential) are recorded; loaders that want them take their defaults.
 nlohmann::json gptq_config(const QuantizeOptions& o, const std::vector<std::string>&) {
-  return {{"quant_method", "gptq"},       {"bits", o.quantization_bits}, {"group_size", o.group_size},
-          {"desc_act", false},            {"sym", true},                 {"true_sequential", true},
-          {"damp_percent", 0.01},         {"static_groups", false},      {"checkpoint_format", "gptq"},
-          {"format", "gptq"},             {"lm_head", false},            {"pack_dtype", "int32"},
+  return {{"quant_method", "gptq"},
+          {"bits", o.quantization_bits},
+          {"group_size", o.group_size},
+          {"desc_act", false},
+          {"sym", true},
+          {"static_groups", false},
+          {"checkpoint_format", "gptq"},
+          {"format", "gptq"},
+          {"lm_head", false},
+          {"pack_dtype", "int32"},
           {"block_name_to_quantize", "model.decoder.layers"},
-          {"meta", {{"quantizer", {"llmc:rtn"}}, {"damp_percent", 0.01}, {"static_groups", false}}}};
+          {"meta", {{"quantizer", {"llmc:rtn"}}, {"method", "rtn"}}}};
 }
 
 std::map<std::string, nlohmann::json> gptq_files(const QuantizeOptions& o, const std::string& source) {
   return {{"quantize_config.json",
-           {{"bits", o.quantization_bits}, {"group_size", o.group_size}, {"damp_percent", 0.01}, {"desc_act", false},
-            {"static_groups", false}, {"sym", true}, {"true_sequential", true}, {"model_name_or_path", source},
-            {"model_file_base_name", "model"}, {"quant_method", "gptq"}, {"checkpoint_format", "gptq"}}}};
+           {{"bits", o.quantization_bits}, {"group_size", o.group_size}, {"desc_act", false}, {"static_groups", false},
+            {"sym", true}, {"model_name_or_path", source}, {"model_file_base_name", "model"}, {"quant_method", "gptq"},
+            {"checkpoint_format", "gptq"}, {"meta", {{"quantizer", {"llmc:rtn"}}, {"method", "rtn"}}}}}};
 }
 
 std::map<std::string, nlohmann::json> no_files(const QuantizeOptions&, const std::string&) { return {}; }

@@ -181,10 +181,10 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
   return written;
 }
 
-std::vector<std::string> write_sweep_tables(const std::string& root, const std::string& name, const ReportInput& in) {
+std::vector<std::string> write_sweep_tables(const std::string& dir, const ReportInput& in) {
   // Each table: its columns, and one ratio of a row against its run's original.
   struct Table {
-    const char* dir;
+    const char* name;
     std::vector<const char*> columns;
     const char* ratio;
     std::function<double(const Row& row, const Row& original)> ratio_of;
@@ -223,7 +223,7 @@ std::vector<std::string> write_sweep_tables(const std::string& root, const std::
       rows.push_back(cells);
       json_rows.push_back(jr);
     }
-    const fs::path base = fs::path(root) / t.dir / name;
+    const fs::path base = fs::path(dir) / t.name;
     write_text(base.string() + ".csv", table(header, rows, ','));
     write_text(base.string() + ".json", json_rows.dump(2) + "\n");
     written.push_back(base.string() + ".csv");

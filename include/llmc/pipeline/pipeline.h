@@ -4,7 +4,9 @@
 // writes metrics.json, summary.csv, report.md and SVG plots under the recipe's output_dir.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 
 #include "llmc/core/run_context.h"
@@ -14,9 +16,17 @@ namespace llmc::pipeline {
 struct PipelineOptions {
   std::string config{"configs/pipeline_config.json"};
   bool force{false};    // rerun stages even when their output exists with the same hash
-  bool dry_run{false};  // print the resolved plan, run nothing
+  bool dry_run{false};  // resolve the plan, run nothing
+  // --seed when given: the seed of every stage whose options do not set one. Stages of tools
+  // without a seed option run with ctx.seed, which is part of their hash.
+  std::optional<uint64_t> seed;
 };
 
+// Runs the recipe; returns the result figures. With dry_run, returns {"dry_run": true,
+// "recipe", "runs", "original", "plan": [{run, stage, tool, input, output, hash, status,
+// options}]} and runs nothing; format_plan() turns it into text for a person.
 nlohmann::json run_pipeline(const PipelineOptions& options, const RunContext& ctx);
+
+std::string format_plan(const nlohmann::json& dry_run_result);
 
 }  // namespace llmc::pipeline

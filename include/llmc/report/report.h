@@ -1,5 +1,5 @@
 // Pipeline results as files: summary.csv (a row per run and stage), report.md (readable
-// tables and the plots), SVG plots, and a sweep's tables for experiments/.
+// tables and the plots), SVG plots, and a sweep's tables.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -33,9 +33,9 @@ std::string summary_csv(const ReportInput& in);
 // into dir; returns the paths written.
 std::vector<std::string> write_report(const std::string& dir, const ReportInput& in);
 
-// A sweep's tables: <root>/compression_ratios/<name>.csv|json (size and parameters against the
-// original), <root>/performance_comparison/<name>.csv|json (tokens/s, memory) and
-// <root>/accuracy_tradeoffs/<name>.csv|json (perplexity against size); returns the paths.
-std::vector<std::string> write_sweep_tables(const std::string& root, const std::string& name, const ReportInput& in);
+// A sweep's tables in dir: compression_ratios.csv|json (size and parameters against the
+// original), performance_comparison.csv|json (tokens/s, memory) and accuracy_tradeoffs.csv|json
+// (perplexity against size); returns the paths.
+std::vector<std::string> write_sweep_tables(const std::string& dir, const ReportInput& in);
 
 }  // namespace llmc::report
