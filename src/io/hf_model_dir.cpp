@@ -99,13 +99,20 @@ std::string resolve_model_dir(const std::string& model_arg, const std::string& r
   throw InputError(msg);
 }
 
+const std::vector<std::string>& weight_file_names() {
+  static const std::vector<std::string> kNames = {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                                                  "pytorch_model.bin.index.json"};
+  return kNames;
+}
+
 std::vector<std::string> weight_files(const std::string& dir) {
   const fs::path d(dir);
   std::error_code ec;
-  if (fs::is_regular_file(d / "model.safetensors", ec)) return {(d / "model.safetensors").string()};
-  if (fs::is_regular_file(d / "model.safetensors.index.json", ec)) return shards_from_index(dir, "model.safetensors.index.json");
-  if (fs::is_regular_file(d / "pytorch_model.bin", ec)) return {(d / "pytorch_model.bin").string()};
-  if (fs::is_regular_file(d / "pytorch_model.bin.index.json", ec)) return shards_from_index(dir, "pytorch_model.bin.index.json");
+  for (const auto& name : weight_file_names()) {
+    if (!fs::is_regular_file(d / name, ec)) continue;
+    const bool index = name.size() > 11 && name.compare(name.size() - 11, 11, ".index.json") == 0;
+    return index ? shards_from_index(dir, name) : std::vector<std::string>{(d / name).string()};
+  }
   throw InputError(dir + ": no weights found (expected model.safetensors, model.safetensors.index.json, "
                    "pytorch_model.bin or pytorch_model.bin.index.json)");
 }

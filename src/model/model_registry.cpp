@@ -44,6 +44,8 @@ const ModelType& model_type_of(const nlohmann::json& config, const std::string& 
 
 }  // namespace
 
+std::vector<std::string> model_types() { return model_registry().names(); }
+
 std::unique_ptr<CausalLM> make_causal_lm(const nlohmann::json& config, io::StateDict weights, const std::string& source,
                                          const RunContext& ctx) {
   return model_type_of(config, source).build(config, std::move(weights), source, ctx);

@@ -299,6 +299,18 @@ void prune_hidden_width(const PruneOptions& o, const model::OptConfig& cfg, std:
 
 }  // namespace
 
+std::vector<std::string> method_names() { return method_registry().names(); }
+
+const std::vector<std::string>& pruning_types() {
+  static const std::vector<std::string> kTypes = {"structured", "unstructured", "semi_structured"};
+  return kTypes;
+}
+
+const std::vector<std::string>& structures() {
+  static const std::vector<std::string> kStructures = {"ffn", "hidden"};
+  return kStructures;
+}
+
 void validate(const PruneOptions& o) {
   if (o.model_path.empty()) throw UsageError("--model_path is required");
   if (o.output_dir.empty()) throw UsageError("--output_dir is required");
@@ -321,7 +333,8 @@ void validate(const PruneOptions& o) {
   if (o.num_calibration_samples < 1 || o.calibration_seq_len < 2) {
     throw UsageError("--num_calibration_samples must be >= 1 and --calibration_seq_len >= 2");
   }
-  if (o.pruning_type != "structured" && o.pruning_type != "unstructured" && o.pruning_type != "semi_structured") {
+  const auto& types = pruning_types();
+  if (std::find(types.begin(), types.end(), o.pruning_type) == types.end()) {
     throw UsageError("--pruning_type: expected structured, unstructured or semi_structured, found '" + o.pruning_type + "'");
   }
   if (o.pruning_type == "semi_structured") {
@@ -334,7 +347,8 @@ void validate(const PruneOptions& o) {
     throw UsageError("--scope global applies to unstructured pruning only (structured removes the same count per layer; "
                      "N:M is per group)");
   }
-  if (o.pruning_type == "structured" && o.structure != "ffn" && o.structure != "hidden") {
+  const auto& kinds = structures();
+  if (o.pruning_type == "structured" && std::find(kinds.begin(), kinds.end(), o.structure) == kinds.end()) {
     throw UsageError("--structure: expected ffn (FFN neurons) or hidden (hidden_size), found '" + o.structure +
                      "' (removing attention heads cannot be expressed in transformers' OPT)");
   }

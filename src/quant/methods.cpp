@@ -103,8 +103,8 @@ std::map<std::string, nlohmann::json> no_files(const QuantizeOptions&, const std
 const Registry<Method>& method_registry() {
   static const Registry<Method> registry = [] {
     Registry<Method> r("quantization method");
-    r.add("bitsandbytes", Method{validate_bnb, quantize_bnb, bnb_config, no_files});
-    r.add("rtn", Method{validate_rtn, quantize_rtn, gptq_config, gptq_files});
+    r.add("bitsandbytes", Method{"bitsandbytes", validate_bnb, quantize_bnb, bnb_config, no_files});
+    r.add("rtn", Method{"gptq", validate_rtn, quantize_rtn, gptq_config, gptq_files});
     return r;
   }();
   return registry;

@@ -1,4 +1,5 @@
-// Private: the quantization methods behind a registry (DESIGN.md §3).
+// Private: the quantization methods behind a registry (docs/architecture.md: a new method is
+// its functions here and one line in method_registry()).
 #pragma once
 
 #include <functional>
@@ -13,6 +14,8 @@
 namespace llmc::quant {
 
 struct Method {
+  // The checkpoint format it writes: config.json's quantization_config.quant_method.
+  std::string format;
   // UsageError for options this method cannot take.
   std::function<void(const QuantizeOptions&)> validate;
   // Packs one Linear weight (float32 [out, in]).

@@ -45,6 +45,9 @@ bool skipped_by_user(const std::string& module, const std::vector<std::string>& 
 
 }  // namespace
 
+std::vector<std::string> method_names() { return method_registry().names(); }
+std::string method_format(const std::string& method) { return method_registry().get(method).format; }
+
 void validate(const QuantizeOptions& o) {
   if (o.model_name_or_path.empty()) throw UsageError("--model_name_or_path is required");
   if (o.output_dir.empty()) throw UsageError("--output_dir is required");

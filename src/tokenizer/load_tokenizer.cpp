@@ -78,17 +78,29 @@ const Registry<Factory>& tokenizer_registry() {
 }
 
 // tokenizer_class (transformers' names) -> registry kind.
-std::string kind_for_class(const std::string& cls) {
+const std::map<std::string, std::string>& class_kinds() {
   static const std::map<std::string, std::string> kinds = {
       {"GPT2Tokenizer", "gpt2_bpe"},        {"GPT2TokenizerFast", "gpt2_bpe"},
       {"LlamaTokenizer", "sentencepiece"},  {"LlamaTokenizerFast", "sentencepiece"},
       {"T5Tokenizer", "sentencepiece"},     {"T5TokenizerFast", "sentencepiece"},
   };
-  auto it = kinds.find(cls);
-  return it == kinds.end() ? std::string() : it->second;
+  return kinds;
+}
+
+std::string kind_for_class(const std::string& cls) {
+  auto it = class_kinds().find(cls);
+  return it == class_kinds().end() ? std::string() : it->second;
 }
 
 }  // namespace
+
+std::vector<std::string> tokenizer_kinds() { return tokenizer_registry().names(); }
+
+std::vector<std::string> tokenizer_classes() {
+  std::vector<std::string> out;
+  for (const auto& [cls, kind] : class_kinds()) out.push_back(cls);
+  return out;
+}
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   TokenizerConfig cfg;

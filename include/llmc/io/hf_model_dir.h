@@ -21,6 +21,9 @@ std::string hf_hub_cache_dir();
 // the places looked in when neither.
 std::string resolve_model_dir(const std::string& model_arg, const std::string& revision = "main");
 
+// The weight file names llmc looks for, in the order transformers prefers.
+const std::vector<std::string>& weight_file_names();
+
 // The weight files of a model directory, in the order transformers prefers: model.safetensors,
 // sharded safetensors (index), pytorch_model.bin, sharded .bin (index).
 std::vector<std::string> weight_files(const std::string& dir);

@@ -78,6 +78,9 @@ class CausalLM {
   virtual c10::ScalarType dtype() const = 0;
 };
 
+// The config.json model_type values the model registry holds.
+std::vector<std::string> model_types();
+
 // Loads config.json and the weights of a Hugging Face model directory onto ctx.device in
 // ctx.dtype. InputError (exit 3) for an unsupported model_type, missing/ill-shaped tensors,
 // unsupported weight dtypes.

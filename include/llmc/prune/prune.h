@@ -37,6 +37,11 @@ struct PruneOptions {
 // The flags of `prune` (and the keys of a pipeline stage's options), bound to `o`.
 std::vector<OptionField> option_fields(PruneOptions& o);
 
+// What prune accepts: --pruning_method (the method registry), --pruning_type, --structure.
+std::vector<std::string> method_names();
+const std::vector<std::string>& pruning_types();
+const std::vector<std::string>& structures();
+
 // UsageError (exit 2) for values out of range or combinations that do not fit.
 void validate(const PruneOptions& options);
 

@@ -33,6 +33,11 @@ struct QuantizeOptions {
 // The flags of `quantize` (and the keys of a pipeline stage's options), bound to `o`.
 std::vector<OptionField> option_fields(QuantizeOptions& o);
 
+// What --quantization_method accepts (the method registry), and the checkpoint format each
+// writes (quantization_config.quant_method: bitsandbytes, gptq).
+std::vector<std::string> method_names();
+std::string method_format(const std::string& method);
+
 // UsageError (exit 2) for bad combinations, listing what is allowed.
 void validate(const QuantizeOptions& options);
 

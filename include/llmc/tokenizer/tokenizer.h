@@ -35,6 +35,11 @@ class Tokenizer {
   SpecialTokens special_;
 };
 
+// The tokenizer kinds of the registry (gpt2_bpe, sentencepiece) and the tokenizer_class values
+// of tokenizer_config.json that select them.
+std::vector<std::string> tokenizer_kinds();
+std::vector<std::string> tokenizer_classes();
+
 // Picks the tokenizer from tokenizer_config.json's tokenizer_class, else from the files
 // present. InputError when the directory holds no usable tokenizer.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
