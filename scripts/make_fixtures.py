@@ -21,7 +21,7 @@ import opt_reference  # noqa: E402
 
 EOT = "<|endoftext|>"
 
-# Independent minimal safetensors writer (FORMATS.md §2.1, §2.3) for fixtures.
+# Independent minimal safetensors writer (docs/formats.md §2) for fixtures.
 _ST_DTYPES = {torch.float32: ("F32", 4), torch.float16: ("F16", 2), torch.bfloat16: ("BF16", 2),
               torch.int64: ("I64", 8), torch.int32: ("I32", 4), torch.uint8: ("U8", 1)}
 

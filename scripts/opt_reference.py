@@ -1,4 +1,4 @@
-"""Independent OPT reference forward, written from FORMATS.md §1.3 with plain torch
+"""Independent OPT reference forward, written from docs/formats.md §1.2 with plain torch
 functional ops (no transformers, no llmc code). Used only to make golden values for tests.
 
 All math in float32 from the checkpoint tensors upcast to float32.
@@ -82,7 +82,7 @@ def forward(sd, cfg, input_ids, attention_mask):
 
 
 def perplexity(sd, cfg, ids, max_length):
-    """DESIGN.md §4 protocol: non-overlapping windows, each predicted within itself."""
+    """the perplexity protocol of docs/metrics.md: non-overlapping windows, each predicted within itself."""
     total, count = 0.0, 0
     for start in range(0, len(ids), max_length):
         w = torch.tensor(ids[start:start + max_length]).unsqueeze(0)

@@ -1,4 +1,4 @@
-"""A loopback stand-in for the Hugging Face Hub's resolve endpoints (FORMATS.md §4.3), for
+"""A loopback stand-in for the Hugging Face Hub's resolve endpoints (docs/formats.md §4), for
 llmc's download tests. Standard library only. Serves every folder REPOS/<org>/<name>/ as a
 model repo at one fixed commit:
 

@@ -24,7 +24,7 @@ using llmc::test::fixture;
 
 namespace {
 
-// Golden logits come from scripts/opt_reference.py (plain torch, written from FORMATS.md).
+// Golden logits come from scripts/opt_reference.py (plain torch, written from docs/formats.md).
 constexpr double kTol = 1e-4;  // absolute, float32 on tiny models (the bound)
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {

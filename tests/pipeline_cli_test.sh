@@ -64,6 +64,7 @@ for f in out/metrics.json out/summary.csv out/report.md out/plots/size_vs_perple
   [ -s "$f" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL missing $f"; }
 done
 [ ! -e experiments ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL wrote outside the recipe's output_dir"; }
+expect_true plots-geometry $py "$src/tests/svg_geometry.py" out/plots/size_vs_perplexity.svg out/plots/decode_speed.svg out/plots/per_layer.svg
 $py - <<'PY' && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL summary/plots content"; }
 import csv, json, xml.etree.ElementTree as ET
 rows = list(csv.DictReader(open("out/summary.csv")))

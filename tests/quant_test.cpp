@@ -52,7 +52,7 @@ model::Bnb4Options bnb(const std::string& type, bool dq, int64_t bs = 64) {
 
 }  // namespace
 
-// bitsandbytes' documented tables (FORMATS.md §5.1), exactly.
+// bitsandbytes' documented tables (docs/formats.md §5.1), exactly.
 TEST(Bnb4, CodeTablesAreBitsandbytesTables) {
   const auto nf4 = model::bnb4_code_table("nf4");
   ASSERT_EQ(nf4.size(), 16u);
@@ -254,7 +254,7 @@ TEST(PackedWeight, MatmulEqualsDequantizedProduct) {
   }
 }
 
-// GPTQ v1 layout (FORMATS.md §6.1): 4-bit, the first input channel of each 8 in bits 0-3;
+// GPTQ v1 layout (docs/formats.md §6): 4-bit, the first input channel of each 8 in bits 0-3;
 // symmetric zero 8 stored as 7 in every nibble; 3-bit values as one LSB-first bit stream.
 TEST(Gptq, PacksTheDocumentedLayout) {
   at::Tensor codes = at::zeros({8, 8}, at::TensorOptions().dtype(c10::kLong));

@@ -4,7 +4,7 @@
 #include "llmc/eval/evaluate.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"evaluate: perplexity (DESIGN.md §4), generation, speed and size of an OPT model"};
+  CLI::App app{"evaluate: perplexity (docs/metrics.md), generation, speed and size of an OPT model"};
   llmc::eval::EvaluateOptions o;
   llmc::cli::add_option_fields(app, llmc::eval::option_fields(o));
   return llmc::cli::run_tool("evaluate", app, argc, argv, [&](const llmc::RunContext& ctx, const llmc::cli::CommonFlags& f, const llmc::cli::Decorate&) {

@@ -1,4 +1,4 @@
-// A restricted unpickler for torch.save's data.pkl (FORMATS.md §3.2-3.3). It builds plain
+// A restricted unpickler for torch.save's data.pkl (docs/formats.md §3). It builds plain
 // values; GLOBALs are names checked against an allowlist and are never imported or
 // called; the only "calls" are the allowlisted rebuild functions, implemented here.
 // Private to llmc::io.

@@ -1,5 +1,5 @@
 // A minimal, strict reader for the uncompressed ZIP archives torch.save writes
-// (FORMATS.md §3.1): central directory (with ZIP64), stored records only, every offset and
+// (docs/formats.md §3): central directory (with ZIP64), stored records only, every offset and
 // size checked against the file before use; record data is served from a memory map.
 // Private to llmc::io.
 #pragma once

@@ -132,7 +132,7 @@ at::Tensor OptAttentionImpl::forward(const at::Tensor& h, const at::Tensor& mask
   const int64_t B = h.size(0), T = h.size(1), H = h.size(2);
   const int64_t hd = H / num_heads;
   const double scaling = 1.0 / std::sqrt(static_cast<double>(hd));
-  // q is scaled after its bias, before QK^T (FORMATS.md §1.3).
+  // q is scaled after its bias, before QK^T (docs/formats.md §1.2).
   auto split = [&](const at::Tensor& x) { return x.view({B, T, num_heads, hd}).transpose(1, 2); };
   at::Tensor q = split(q_proj->forward(h) * scaling);
   at::Tensor k = split(k_proj->forward(h));

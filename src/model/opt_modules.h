@@ -1,5 +1,5 @@
 // Private: OPT as torch::nn modules whose parameters carry the Hugging Face names
-// (named_parameters() keys equal checkpoint keys). FORMATS.md §1.2-1.3. Only model code
+// (named_parameters() keys equal checkpoint keys). docs/formats.md §1. Only model code
 // includes this header (torch::nn is expensive to compile).
 #pragma once
 

@@ -1,5 +1,5 @@
 // bitsandbytes formats: blockwise 4-bit NF4/FP4 with optional double quantization, and
-// LLM.int8 row-wise absmax. FORMATS.md §5.
+// LLM.int8 row-wise absmax. docs/formats.md §5.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/bucketize.h>

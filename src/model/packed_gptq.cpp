@@ -1,4 +1,4 @@
-// GPTQ v1 checkpoint layout (FORMATS.md §6.1) and symmetric round-to-nearest codes in it.
+// GPTQ v1 checkpoint layout (docs/formats.md §6) and symmetric round-to-nearest codes in it.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/clamp.h>

@@ -1,4 +1,4 @@
-// Recognizes packed weights in a checkpoint by their keys (FORMATS.md §5.4, §5.6, §6.1).
+// Recognizes packed weights in a checkpoint by their keys (docs/formats.md §5, §6).
 #include <ATen/ops/tensor.h>
 #include <nlohmann/json.hpp>
 #include <numeric>

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include "llmc/io/json_file.h"
@@ -38,7 +39,6 @@ nlohmann::json figure(const Row& r, const char* key) { return r.evaluation.value
 
 double number(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); }
 
-std::string run_label(const Row& r) { return r.run.empty() ? "run" : r.run; }
 
 // Rows grouped by run, in order of first appearance.
 std::vector<std::pair<std::string, std::vector<const Row*>>> by_run(const ReportInput& in) {
@@ -129,19 +129,33 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
     size_ppl.push_back(s);
     speed.push_back(d);
   }
+  // Per-layer figures of the first run's stages: x is the decoder layer, one series per stage
+  // and Linear ("pruned fc1 sparsity", "nf4 q_proj error").
+  static const std::regex kLinear(R"(layers\.([0-9]+)\.(?:self_attn\.)?(.+)$)");
   std::vector<Series> layers;
+  int64_t num_layers = 0;
   for (const auto* r : runs.front().second) {
     const nlohmann::json& m = r->stage_metrics;
     const bool prune = m.contains("linears") && m["linears"].is_object();
     const bool quant = m.contains("layers") && m["layers"].is_object();
     if (!prune && !quant) continue;
-    Series s{r->stage + (prune ? " (sparsity)" : " (relative error)"), {}, {}, true};
     const nlohmann::json& per_layer = prune ? m["linears"] : m["layers"];
     const char* figure_name = prune ? "achieved_sparsity" : "relative_error";
-    double i = 0;
-    for (const auto& layer : per_layer) s.points.emplace_back(i++, number(layer.value(figure_name, nlohmann::json())));
-    layers.push_back(s);
+    std::map<std::string, std::vector<std::pair<double, double>>> by_linear;
+    for (auto it = per_layer.begin(); it != per_layer.end(); ++it) {
+      std::smatch match;
+      if (!std::regex_search(it.key(), match, kLinear)) continue;
+      const int64_t layer = std::stoll(match[1].str());
+      num_layers = std::max(num_layers, layer + 1);
+      by_linear[match[2].str()].emplace_back(static_cast<double>(layer), number(it.value().value(figure_name, nlohmann::json())));
+    }
+    for (auto& [linear, points] : by_linear) {
+      std::sort(points.begin(), points.end());
+      layers.push_back({r->stage + " " + linear + (prune ? " sparsity" : " error"), points, {}, true});
+    }
   }
+  std::vector<std::string> layer_names;
+  for (int64_t i = 0; i < num_layers; ++i) layer_names.push_back(std::to_string(i));
   const fs::path plots = fs::path(dir) / "plots";
   auto plot = [&](const std::string& name, const PlotSpec& spec, const std::vector<Series>& series) {
     const std::string p = (plots / name).string();
@@ -151,8 +165,9 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
   plot("size_vs_perplexity.svg", {"Size on disk vs held-out perplexity", "size on disk (MB)", "perplexity", {}, true}, size_ppl);
   plot("decode_speed.svg", {"Decode speed per stage (batch 1, KV cache)", "stage", "decode tokens/s", stage_names}, speed);
   if (!layers.empty()) {
-    plot("per_layer.svg", {"Per-layer sparsity / quantization error (" + run_label(in.rows.front()) + ")",
-                           "decoder linear (in file order)", "fraction", {}},
+    const std::string run = in.rows.front().run;
+    plot("per_layer.svg", {"Per-layer sparsity / quantization error" + (run.empty() ? "" : " (" + run + ")"),
+                           "decoder layer", "sparsity or relative error", layer_names},
          layers);
   }
 
@@ -160,7 +175,7 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
   std::ostringstream md;
   md << "# " << in.title << "\n\n";
   md << "Recipe: `" << in.recipe_path << "`. Every model was evaluated with the same library calls as `evaluate` "
-     << "(perplexity by DESIGN.md §4 on the recipe's eval_file).\n\n";
+     << "on the recipe's eval_file; perplexity and every column are defined in llmc's docs/metrics.md.\n\n";
   for (const auto& [run, rows] : runs) {
     if (!run.empty()) md << "## " << run << " (" << swept_text(*rows.front(), in.swept_keys) << ")\n\n";
     std::vector<std::vector<std::string>> t;

@@ -1,5 +1,5 @@
 // The `evaluate` tool as one library call: perplexity, generation, speed and size figures
-// of a model, returned as the flat metrics JSON of DESIGN.md §4.
+// of a model, returned as the flat metrics JSON of docs/metrics.md.
 #pragma once
 
 #include <cstdint>

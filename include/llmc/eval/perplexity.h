@@ -1,4 +1,4 @@
-// Perplexity by the protocol of DESIGN.md §4: consecutive non-overlapping windows of
+// Perplexity by the protocol of docs/metrics.md: consecutive non-overlapping windows of
 // max_length tokens (the last may be shorter); every token of a window after its first is
 // predicted from the tokens before it in the same window.
 #pragma once

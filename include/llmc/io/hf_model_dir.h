@@ -1,4 +1,4 @@
-// Hugging Face model directories and the local Hugging Face cache. FORMATS.md §2.5, §4.
+// Hugging Face model directories and the local Hugging Face cache. docs/formats.md §1, §4.
 #pragma once
 
 #include <cstdint>

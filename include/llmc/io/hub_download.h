@@ -1,4 +1,4 @@
-// Downloading a model from the Hugging Face Hub into the shared cache (FORMATS.md §4.2-4.3),
+// Downloading a model from the Hugging Face Hub into the shared cache (docs/formats.md §4),
 // the way huggingface_hub does it, so that llmc and transformers find each other's files.
 #pragma once
 

@@ -1,5 +1,5 @@
 // safetensors reading (memory-mapped, fully validated before any data is touched) and
-// writing (the reference writer's layout). FORMATS.md §2.
+// writing (the reference writer's layout). docs/formats.md §2.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -27,7 +27,7 @@ class MappedFile;
 class SafetensorsFile {
  public:
   // Maps and validates the file; throws InputError naming the file (and tensor) on any
-  // violation of FORMATS.md §2.4.
+  // violation of docs/formats.md §2.
   static SafetensorsFile open(const std::string& path);
 
   const std::string& path() const { return path_; }

@@ -1,6 +1,6 @@
 // PyTorch zip checkpoints (torch.save, e.g. pytorch_model.bin) read with a restricted
-// unpickler: only the allowlisted globals of FORMATS.md §3.3 are accepted, nothing is
-// ever executed, every size is checked against the archive. FORMATS.md §3.
+// unpickler: only the allowlisted globals of docs/formats.md §3 are accepted, nothing is
+// ever executed, every size is checked against the archive. docs/formats.md §3.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-// The shared layer driver (DESIGN.md §2) of calibration-based methods (Wanda, activation
+// The shared layer driver (docs/architecture.md) of calibration-based methods (Wanda, activation
 // importance; later GPTQ, AWQ, SparseGPT): it holds the inputs of one decoder layer for the
 // calibration sequences, lets a method observe that layer's Linears, and advances to the next
 // layer by running the current one (with whatever weights it has by then). Memory: one

@@ -1,4 +1,4 @@
-// OPTConfig (FORMATS.md §1.1): every field transformers reads, with its defaults.
+// OPTConfig (docs/formats.md §1.1): every field transformers reads, with its defaults.
 #pragma once
 
 #include <cstdint>

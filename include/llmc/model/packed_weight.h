@@ -1,5 +1,5 @@
 // Packed (quantized) linear weights as Hugging Face stores them, and the products that use
-// them without materializing a full dequantized copy. FORMATS.md §5 (bitsandbytes 4-bit and
+// them without materializing a full dequantized copy. docs/formats.md §5 (bitsandbytes 4-bit and
 // LLM.int8) and §6.1 (GPTQ v1 layout). The model's Linear holds one of these or a dense
 // tensor; quant (which computes them) and prune (which re-quantizes) build on this.
 #pragma once
@@ -40,7 +40,7 @@ class PackedWeight {
   double bits_per_weight() const { return 8.0 * static_cast<double>(nbytes()) / static_cast<double>(out_features() * in_features()); }
 };
 
-// ---- bitsandbytes 4-bit (NF4 / FP4), FORMATS.md §5.1-5.4
+// ---- bitsandbytes 4-bit (NF4 / FP4), docs/formats.md §5.1
 
 struct Bnb4Options {
   std::string quant_type{"nf4"};  // nf4 | fp4
@@ -56,11 +56,11 @@ at::Tensor bnb_dynamic_map();
 
 std::unique_ptr<PackedWeight> quantize_bnb4(const at::Tensor& weight, const Bnb4Options& options);
 
-// ---- LLM.int8 row-wise absmax, FORMATS.md §5.6
+// ---- LLM.int8 row-wise absmax, docs/formats.md §5.2
 
 std::unique_ptr<PackedWeight> quantize_int8(const at::Tensor& weight);
 
-// ---- GPTQ v1 layout with symmetric round-to-nearest codes, FORMATS.md §6.1
+// ---- GPTQ v1 layout with symmetric round-to-nearest codes, docs/formats.md §6
 
 struct GptqOptions {
   int64_t bits{4};          // 2, 3, 4 or 8

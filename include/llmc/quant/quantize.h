@@ -1,6 +1,6 @@
 // The `quantize` tool as one library call: reads a model one tensor at a time from its
 // memory-mapped files, quantizes every Linear inside the decoder layers with the chosen
-// method, and writes a Hugging Face model directory (FORMATS.md §5, §6) plus metrics.json.
+// method, and writes a Hugging Face model directory (docs/formats.md §5, §6) plus metrics.json.
 #pragma once
 
 #include <cstdint>
