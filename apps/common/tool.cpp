@@ -196,6 +196,8 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, cons
       return static_cast<int>(ExitCode::kUsage);
     }
     parsed = true;
+    // The documentation check (tests/doc_commands_test.py): the flags parse, nothing runs.
+    if (std::getenv("LLMC_PARSE_ONLY") != nullptr) return 0;
     setup_logging(flags.log_level, flags.quiet);
     install_signal_handlers();
     RunContextOptions rc;
