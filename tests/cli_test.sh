@@ -135,9 +135,11 @@ expect 3 prune-missing -- "$pr" --model_path "$fx/nope" --output_dir "$tmp/p/x" 
 # SIGINT: exit 130, recorded as interrupted.
 python_text="$tmp/big.txt"
 for i in $(seq 1 4000); do echo "The quick brown fox jumps over the lazy dog, again and again, number $i."; done >"$python_text"
-"$ev" --model_name_or_path "$m" --eval_file "$python_text" --metrics_out "$tmp/int.json" "${q[@]}" >/dev/null 2>&1 &
+# The signal is sent once evaluation is under way (its log names the token count): sent while
+# the process is still starting, it would meet the shell's SIG_IGN for background jobs.
+"$ev" --model_name_or_path "$m" --eval_file "$python_text" --metrics_out "$tmp/int.json" --threads 2 >/dev/null 2>"$tmp/int.log" &
 pid=$!
-sleep 1.5
+for _ in $(seq 1 600); do grep -q " tokens" "$tmp/int.log" 2>/dev/null && break; sleep 0.05; done
 kill -INT $pid
 wait $pid
 rc=$?

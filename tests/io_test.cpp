@@ -160,7 +160,7 @@ TEST(Safetensors, RefusesTinyAndHugeHeaders) {
     out.write(reinterpret_cast<const char*>(&n), 8);
     out << "{abc";
   }
-  expect_error<InputError>([&] { io::SafetensorsFile::open(tmp / "notjson.safetensors"); }, "not valid UTF-8 JSON");
+  expect_error<InputError>([&] { io::SafetensorsFile::open(tmp / "notjson.safetensors"); }, "not valid JSON");
 }
 
 // ---------------------------------------------------------------- torch zip

@@ -39,7 +39,7 @@ void apply_json_options(const std::vector<OptionField>& fields, const nlohmann::
       throw UsageError(path + ": set by the pipeline (the previous stage's output, or the stage's own directory)");
     }
     const nlohmann::json& v = it.value();
-    auto wrong = [&](const char* expected) { return UsageError(path + ": expected " + expected + ", found " + v.dump()); };
+    auto wrong = [&](const char* expected) { return UsageError(path + ": expected " + expected + ", found " + describe_json(v)); };
     std::visit(Overload{[&](std::string* s) {
                           if (!v.is_string()) throw wrong("a string");
                           *s = v.get<std::string>();
@@ -93,6 +93,20 @@ uint64_t parse_byte_size(const std::string& text) {
   }
   if (value == 0) throw UsageError("size must be positive, found '" + text.substr(0, 40) + "'");
   return value * it->second;
+}
+
+std::string describe_json(const nlohmann::json& v) {
+  if (v.is_string()) {
+    const std::string& s = v.get_ref<const std::string&>();
+    std::string shown = s.size() > 60 ? s.substr(0, 60) + "..." : s;
+    for (char& c : shown) {
+      if (static_cast<unsigned char>(c) < 0x20) c = '?';
+    }
+    return "\"" + shown + "\"";
+  }
+  if (v.is_array()) return "an array of " + std::to_string(v.size()) + " items";
+  if (v.is_object()) return "an object with " + std::to_string(v.size()) + " keys";
+  return v.dump();  // number, boolean, null
 }
 
 }  // namespace llmc

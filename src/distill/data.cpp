@@ -43,12 +43,7 @@ std::vector<int64_t> load_token_ids(const std::string& path, const std::string& 
     ++number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(number);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw InputError(where + ": not a JSON object: " + e.what());
-    }
+    const nlohmann::json j = io::parse_json(line, where);
     if (!j.is_object() || !j.contains(text_field) || !j[text_field].is_string()) {
       throw InputError(where + ": expected an object with a string field '" + text_field + "' (--text_field)");
     }

@@ -31,6 +31,7 @@
 #include "llmc/model/weight_count.h"
 #include "llmc/eval/perplexity.h"
 #include "llmc/io/hf_model_dir.h"
+#include "llmc/io/json_fields.h"
 #include "llmc/io/json_file.h"
 #include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
@@ -131,10 +132,7 @@ void check_same_tokenizer(const tokenizer::Tokenizer& teacher, const tokenizer::
 // A probe of the training text for the tokenizer comparison: its first 64 KiB, cut at a
 // character boundary.
 std::string text_probe(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string s(64 * 1024, '\0');
-  in.read(s.data(), static_cast<std::streamsize>(s.size()));
-  s.resize(static_cast<size_t>(in.gcount()));
+  std::string s = io::read_file_head(path, 64 * 1024);
   while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xC0) == 0x80) s.pop_back();
   if (!s.empty() && (static_cast<unsigned char>(s.back()) & 0x80) != 0) s.pop_back();
   return tokenizer::sanitize_utf8(s);
@@ -198,7 +196,8 @@ struct Student {
 
 // The dtype a checkpoint was saved in (torch_dtype, else dtype); float32 when absent or unknown.
 c10::ScalarType dtype_of_config(const nlohmann::json& config) {
-  const std::string d = config.value("torch_dtype", config.value("dtype", std::string()));
+  const std::string d = io::json_field<std::string>(config, "torch_dtype",
+                                                     io::json_field<std::string>(config, "dtype", "", "config.json"), "config.json");
   return d == "float16" || d == "bfloat16" ? parse_dtype(d) : c10::kFloat;
 }
 
@@ -229,9 +228,9 @@ Student fresh_student(const DistillOptions& o, const RunContext& ctx) {
     tok = tokenizer::train_sentencepiece(o.train_file, pieces, s.tokenizer_dir, static_cast<uint64_t>(o.seed));
   }
   const int64_t vocab = tok->vocab_size();
-  if (config.value("vocab_size", int64_t{0}) != vocab) {
+  if (io::json_field<int64_t>(config, "vocab_size", 0, "config") != vocab) {
     log_info("student vocab_size set to the tokenizer's " + std::to_string(vocab) + " (config said " +
-             config.value("vocab_size", nlohmann::json()).dump() + ")");
+             describe_json(config.value("vocab_size", nlohmann::json())) + ")");
     config["vocab_size"] = vocab;
   }
   const auto& sp = tok->special();
@@ -374,8 +373,9 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     log_info("resuming from " + *resume);
     state = read_trainer_state(*resume);
     student = load_student(*resume, ctx);
-    student.saved_dtype = parse_dtype(state.value("save_dtype", std::string("float32")));
-    student.source = state.value("student", *resume);
+    const std::string state_file = *resume + "/trainer_state.json";
+    student.saved_dtype = parse_dtype(io::json_field<std::string>(state, "save_dtype", "float32", state_file));
+    student.source = io::json_field<std::string>(state, "student", *resume, state_file);
     // The checkpoint may be thinned out (--save_total_limit) while training goes on: its
     // tokenizer files are copied to a stable place first.
     student.tokenizer_dir = (fs::path(o.output_dir) / ".tokenizer").string();
@@ -439,11 +439,13 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
                                             : static_cast<int64_t>(std::ceil(o.warmup_ratio * static_cast<double>(total_steps)));
   const nlohmann::json fingerprint = training_fingerprint(o, block, total_steps);
   if (resume && state.contains("fingerprint") && state["fingerprint"] != fingerprint) {
+    const nlohmann::json saved =
+        io::json_field<nlohmann::json>(state, "fingerprint", nlohmann::json::object(), *resume + "/trainer_state.json");
     std::string diff;
     for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it) {
-      if (!state["fingerprint"].contains(it.key()) || state["fingerprint"][it.key()] != it.value()) {
-        diff += (diff.empty() ? "" : ", ") + it.key() + " (checkpoint " + state["fingerprint"].value(it.key(), nlohmann::json()).dump() +
-                ", now " + it.value().dump() + ")";
+      const nlohmann::json was = saved.contains(it.key()) ? saved[it.key()] : nlohmann::json();
+      if (was != it.value()) {
+        diff += (diff.empty() ? "" : ", ") + it.key() + " (checkpoint " + describe_json(was) + ", now " + describe_json(it.value()) + ")";
       }
     }
     throw UsageError("cannot resume " + *resume + " with other training settings: " + diff);
@@ -487,11 +489,15 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
     }
     start_step = state["global_step"].get<int64_t>();
     optimizer.load_state(opt_state, start_step, *resume);
+    const std::string state_file = *resume + "/trainer_state.json";
+    for (const char* key : {"log_history", "eval_history"}) {
+      if (state.contains(key) && !state[key].is_array()) throw InputError(state_file + ": field '" + key + "' must be a list");
+    }
     log_history = state.value("log_history", nlohmann::json::array());
     eval_history = state.value("eval_history", nlohmann::json::array());
-    train_seconds = state.value("train_seconds", 0.0);
-    trained_tokens = state.value("trained_tokens", int64_t{0});
-    before = state.value("before", nlohmann::json::object());
+    train_seconds = io::json_field<double>(state, "train_seconds", 0.0, state_file);
+    trained_tokens = io::json_field<int64_t>(state, "trained_tokens", 0, state_file);
+    before = io::json_field<nlohmann::json>(state, "before", nlohmann::json::object(), state_file);
   }
   if (start_step > total_steps) throw UsageError(*resume + " is past the last step " + std::to_string(total_steps));
 

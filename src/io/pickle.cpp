@@ -89,36 +89,34 @@ class Unpickler {
         case '(':                                                     // MARK
           marks_.push_back(stack_.size());
           break;
-        case 't': push(make_seq(Kind::kTuple, pop_mark(at))); break;  // TUPLE
-        case ')': push(make_seq(Kind::kTuple, {})); break;            // EMPTY_TUPLE
-        case 0x85: push(make_seq(Kind::kTuple, pop_n(1, at))); break; // TUPLE1
-        case 0x86: push(make_seq(Kind::kTuple, pop_n(2, at))); break; // TUPLE2
-        case 0x87: push(make_seq(Kind::kTuple, pop_n(3, at))); break; // TUPLE3
-        case ']': push(make_seq(Kind::kList, {})); break;             // EMPTY_LIST
-        case 0x8f: push(make_seq(Kind::kList, {})); break;            // EMPTY_SET (held as a list)
-        case '}': push(make_seq(Kind::kDict, {})); break;                  // EMPTY_DICT
-        case 'a': {                                                   // APPEND
+        case 't': push(make_seq(Kind::kTuple, pop_mark(at), at)); break;  // TUPLE
+        case ')': push(make_seq(Kind::kTuple, {}, at)); break;            // EMPTY_TUPLE
+        case 0x85: push(make_seq(Kind::kTuple, pop_n(1, at), at)); break; // TUPLE1
+        case 0x86: push(make_seq(Kind::kTuple, pop_n(2, at), at)); break; // TUPLE2
+        case 0x87: push(make_seq(Kind::kTuple, pop_n(3, at), at)); break; // TUPLE3
+        case ']': push(make_seq(Kind::kList, {}, at)); break;             // EMPTY_LIST
+        case 0x8f: push(make_seq(Kind::kList, {}, at)); break;            // EMPTY_SET (held as a list)
+        case '}': push(make_seq(Kind::kDict, {}, at)); break;             // EMPTY_DICT
+        case 'a': {                                                       // APPEND
           ValuePtr v = pop(at);
-          seq_target(at)->items.push_back(v);
+          add_items(seq_target(at), {v}, at);
           break;
         }
-        case 'e':                                                     // APPENDS
-        case 0x90: {                                                  // ADDITEMS
+        case 'e':                                                         // APPENDS
+        case 0x90: {                                                      // ADDITEMS
           auto vals = pop_mark(at);
-          auto target = seq_target(at);
-          target->items.insert(target->items.end(), vals.begin(), vals.end());
+          add_items(seq_target(at), vals, at);
           break;
         }
-        case 's': {                                                   // SETITEM
+        case 's': {                                                       // SETITEM
           ValuePtr v = pop(at), k = pop(at);
-          dict_target(at)->entries.emplace_back(k, v);
+          add_entries(dict_target(at), {k, v}, at);
           break;
         }
-        case 'u': {                                                   // SETITEMS
+        case 'u': {                                                       // SETITEMS
           auto vals = pop_mark(at);
           if (vals.size() % 2 != 0) fail("SETITEMS with an odd number of items", at);
-          auto target = dict_target(at);
-          for (size_t i = 0; i < vals.size(); i += 2) target->entries.emplace_back(vals[i], vals[i + 1]);
+          add_entries(dict_target(at), vals, at);
           break;
         }
         case 'X': push(make_string(Kind::kString, take(u32()))); break;   // BINUNICODE
@@ -251,6 +249,9 @@ class Unpickler {
   // read from the file.
   void memo_put(size_t index) {
     if (stack_.empty()) fail("memo store from an empty stack", static_cast<size_t>(p_ - begin_));
+    if (memo_.size() >= kMaxMemoEntries && !memo_.count(index)) {
+      fail("more than " + std::to_string(kMaxMemoEntries) + " memo entries", static_cast<size_t>(p_ - begin_));
+    }
     memo_[index] = stack_.back();
   }
   ValuePtr memo_get(size_t index, size_t at) {
@@ -259,11 +260,29 @@ class Unpickler {
     return it->second;
   }
 
-  static ValuePtr make_seq(Kind k, std::vector<ValuePtr> items) {
+  // Nesting is bounded where containers are made and filled. A container filled after it was
+  // put inside another one (through the memo) is caught when its own depth passes the limit;
+  // releasing values never recurses (Value::~Value), so no depth can overflow the stack.
+  size_t nested_depth(const std::vector<ValuePtr>& items, size_t at) const {
+    size_t d = 0;
+    for (const auto& item : items) d = std::max(d, item->depth);
+    if (d + 1 > kMaxNesting) fail("values nested deeper than " + std::to_string(kMaxNesting) + " levels", at);
+    return d + 1;
+  }
+  ValuePtr make_seq(Kind k, std::vector<ValuePtr> items, size_t at) const {
     auto v = std::make_shared<Value>();
     v->kind = k;
+    v->depth = nested_depth(items, at);
     v->items = std::move(items);
     return v;
+  }
+  void add_items(const ValuePtr& target, const std::vector<ValuePtr>& vals, size_t at) const {
+    target->depth = std::max(target->depth, nested_depth(vals, at));
+    target->items.insert(target->items.end(), vals.begin(), vals.end());
+  }
+  void add_entries(const ValuePtr& target, const std::vector<ValuePtr>& flat, size_t at) const {
+    target->depth = std::max(target->depth, nested_depth(flat, at));
+    for (size_t i = 0; i + 1 < flat.size(); i += 2) target->entries.emplace_back(flat[i], flat[i + 1]);
   }
   ValuePtr make_string(Kind k, const uint8_t* data) {
     // take() already advanced; recover the length from the pointer difference.
@@ -321,14 +340,23 @@ class Unpickler {
       if (base.numel() % elem != 0) fail("untyped storage size is not a multiple of the element size", at);
       base = base.view(dtype);
     }
+    // Every bound in checked arithmetic: the highest element the view touches
+    // (offset + sum (size - 1) * stride) and its element count must fit the storage. A view
+    // with more elements than its storage (zero or overlapping strides) is refused: it would
+    // be materialised at its logical size, far beyond the file.
+    if (size.size() > 64) fail("tensor with more than 64 dimensions", at);
     if (offset < 0) fail("negative storage offset", at);
-    int64_t last = offset;  // highest element index touched
+    const int64_t storage_numel = base.numel();
+    int64_t last = offset, numel = 1;
     bool empty = false;
     for (size_t d = 0; d < size.size(); ++d) {
       if (size[d] < 0 || stride[d] < 0) fail("negative size or stride", at);
       if (size[d] == 0) empty = true;
-      else if (stride[d] > 0 && size[d] - 1 > (int64_t{1} << 50) / stride[d]) fail("size x stride overflows", at);
-      else last += (size[d] - 1) * stride[d];
+      int64_t extent = 0;
+      if (__builtin_mul_overflow(size[d] == 0 ? 0 : size[d] - 1, stride[d], &extent) ||
+          __builtin_add_overflow(last, extent, &last) || __builtin_mul_overflow(numel, size[d], &numel)) {
+        fail("tensor size x stride overflows 64 bits", at);
+      }
     }
     auto v = std::make_shared<Value>();
     v->kind = Kind::kTensor;
@@ -336,9 +364,14 @@ class Unpickler {
       v->tensor = at::empty(size, base.options());
       return v;
     }
-    if (last >= base.numel()) {
-      fail("tensor of size [" + std::to_string(size.size()) + " dims] reaches element " + std::to_string(last) +
-               " of a storage with " + std::to_string(base.numel()) + " elements",
+    if (last >= storage_numel) {
+      fail("tensor of " + std::to_string(size.size()) + " dims reaches element " + std::to_string(last) +
+               " of a storage with " + std::to_string(storage_numel) + " elements",
+           at);
+    }
+    if (numel > storage_numel) {
+      fail("tensor of " + std::to_string(numel) + " elements views a storage of " + std::to_string(storage_numel) +
+               " (zero or overlapping strides are not supported)",
            at);
     }
     v->tensor = base.as_strided(size, stride, offset);
@@ -405,6 +438,25 @@ class Unpickler {
 };
 
 }  // namespace
+
+Value::~Value() {
+  std::vector<ValuePtr> pending;
+  auto adopt = [&pending](Value& v) {
+    for (auto& item : v.items) pending.push_back(std::move(item));
+    for (auto& [k, val] : v.entries) {
+      pending.push_back(std::move(k));
+      pending.push_back(std::move(val));
+    }
+    v.items.clear();
+    v.entries.clear();
+  };
+  adopt(*this);
+  while (!pending.empty()) {
+    ValuePtr v = std::move(pending.back());
+    pending.pop_back();
+    if (v && v.use_count() == 1) adopt(*v);  // the last owner: empty it before it is destroyed
+  }
+}
 
 ValuePtr unpickle(const uint8_t* data, size_t size, const StorageLoader& load_storage, const std::string& where) {
   return Unpickler(data, size, load_storage, where).run();

@@ -20,8 +20,20 @@ using ValuePtr = std::shared_ptr<Value>;
 
 enum class Kind { kNone, kBool, kInt, kFloat, kString, kBytes, kTuple, kList, kDict, kGlobal, kStorage, kTensor };
 
+// Limits decided before anything is built (a state_dict's pickle needs far less): the depth of
+// nested tuples / lists / dicts, and the number of memo entries.
+constexpr size_t kMaxNesting = 1000;
+constexpr size_t kMaxMemoEntries = size_t{1} << 22;
+
 struct Value {
+  Value() = default;
+  Value(const Value&) = delete;
+  Value& operator=(const Value&) = delete;
+  // Releases nested values iteratively: a chain of a million nested tuples must not recurse.
+  ~Value();
+
   Kind kind{Kind::kNone};
+  size_t depth{0};     // nesting depth of a tuple / list / dict when it was made
   bool b{false};
   int64_t i{0};
   double f{0.0};

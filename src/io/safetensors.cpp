@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "llmc/core/error.h"
+#include "llmc/core/options.h"
+#include "llmc/io/json_file.h"
 #include "mapped_file.h"
 
 namespace llmc::io {
@@ -91,7 +93,7 @@ SafetensorsEntry parse_entry(const std::string& path, const std::string& name, c
   if (sh == v.end() || !sh->is_array()) throw bad("missing array field 'shape'");
   for (const auto& d : *sh) {
     if (!d.is_number_unsigned() || d.get<uint64_t>() >= kMaxDim) {
-      throw bad("shape entries must be non-negative integers below 2^48, found " + d.dump());
+      throw bad("shape entries must be non-negative integers below 2^48, found " + llmc::describe_json(d));
     }
     e.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
   }
@@ -127,12 +129,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   }
   const char* hp = reinterpret_cast<const char*>(f.map_->data() + 8);
   if (n == 0 || hp[0] != '{') throw InputError(path + ": safetensors header does not start with '{'");
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(hp, hp + n);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path + ": safetensors header is not valid UTF-8 JSON: " + e.what());
-  }
+  const nlohmann::json header = parse_json(std::string_view(hp, n), path + ": safetensors header");
   if (!header.is_object()) throw InputError(path + ": safetensors header is not a JSON object");
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
@@ -152,19 +149,27 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
   uint64_t expected_begin = 0;
+  const uint64_t buffer_bytes = size - 8 - n;  // 8 + n <= size was checked above
   for (const auto& e : sorted) {
+    if (e.end > buffer_bytes) {
+      throw InputError(path + ": tensor '" + e.name + "': data_offsets end at " + std::to_string(e.end) +
+                       ", beyond the " + std::to_string(buffer_bytes) + " bytes of data in the file (truncated?)");
+    }
     if (e.begin != expected_begin || e.end < e.begin) {
       throw InputError(path + ": tensor '" + e.name + "': data_offsets [" + std::to_string(e.begin) + ", " +
                        std::to_string(e.end) + "] expected to start at " + std::to_string(expected_begin) +
                        " (offsets must cover the buffer without gaps or overlaps)");
     }
     const DtypeInfo* dt = find_dtype(e.dtype);
-    uint64_t numel = 1;
+    // Element count, and the product of the non-zero dims (an empty tensor of shape
+    // [0, 2^47, 2^47] is still refused: LibTorch could not describe it).
+    uint64_t numel = 1, span = 1;
     for (int64_t d : e.shape) {
-      if (d != 0 && numel > (uint64_t{1} << 62) / static_cast<uint64_t>(d)) {
+      const uint64_t u = static_cast<uint64_t>(d);
+      if (__builtin_mul_overflow(numel, u, &numel) || __builtin_mul_overflow(span, std::max<uint64_t>(u, 1), &span) ||
+          span > (uint64_t{1} << 58)) {
         throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " overflows");
       }
-      numel *= static_cast<uint64_t>(d);
     }
     if (numel > (uint64_t{1} << 58)) {
       throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " overflows");
@@ -179,10 +184,9 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     }
     expected_begin = e.end;
   }
-  if (expected_begin + 8 + n != size) {
+  if (expected_begin != buffer_bytes) {
     throw InputError(path + ": tensors end at byte " + std::to_string(expected_begin + 8 + n) + " but the file has " +
-                     std::to_string(size) + " bytes (" + (expected_begin + 8 + n > size ? "truncated" : "trailing data") +
-                     ")");
+                     std::to_string(size) + " bytes (trailing data)");
   }
   f.data_start_ = 8 + n;
   for (size_t i = 0; i < f.entries_.size(); ++i) f.index_[f.entries_[i].name] = i;

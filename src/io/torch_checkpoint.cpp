@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "llmc/core/error.h"
+#include "llmc/io/json_file.h"
 #include "pickle.h"
 #include "zip_reader.h"
 
@@ -15,12 +16,10 @@ namespace llmc::io {
 
 namespace {
 
-bool starts_with_bytes(const std::string& path, const char* magic, size_t n) {
-  std::ifstream in(path, std::ios::binary);
-  std::string head(n, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(n));
-  return in.gcount() == static_cast<std::streamsize>(n) && std::memcmp(head.data(), magic, n) == 0;
+bool starts_with_bytes(const std::string& head, const char* magic, size_t n) {
+  return head.size() >= n && std::memcmp(head.data(), magic, n) == 0;
 }
+
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
@@ -30,10 +29,9 @@ std::string trim(std::string s) {
 }  // namespace
 
 StateDict load_torch_checkpoint(const std::string& path) {
-  if (!starts_with_bytes(path, "PK\x03\x04", 4)) {
-    std::ifstream probe(path, std::ios::binary);
-    if (!probe) throw InputError(path + ": cannot open");
-    if (starts_with_bytes(path, "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 14)) {
+  const std::string head = read_file_head(path, 16);
+  if (!starts_with_bytes(head, "PK\x03\x04", 4)) {
+    if (starts_with_bytes(head, "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 14)) {
       throw InputError(path + ": legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with a current "
                        "torch.save (zip format) or convert it to safetensors");
     }

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "llmc/core/error.h"
+#include "llmc/io/json_fields.h"
 #include "llmc/io/state_dict.h"
 #include "packed_formats.h"
 
@@ -33,27 +34,19 @@ std::unique_ptr<PackedWeight> load_bnb4(const std::string& p, const std::string&
   at::Tensor state = take(state_name).to(c10::kCPU).contiguous();
   expect_dtype(state, c10::kByte, state_name);
   const std::string text(reinterpret_cast<const char*>(state.data_ptr<uint8_t>()), static_cast<size_t>(state.numel()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError("tensor '" + state_name + "' is not the JSON of a bitsandbytes quant_state: " + e.what());
-  }
+  const std::string where = "tensor '" + state_name + "'";
+  const nlohmann::json j = io::parse_json(text, where);
   auto w = std::make_unique<Bnb4Weight>();
-  try {
-    w->quant_type = j.at("quant_type").get<std::string>();
-    w->blocksize = j.at("blocksize").get<int64_t>();
-    w->dtype = j.value("dtype", std::string("float16"));
-    const auto shape = j.at("shape").get<std::vector<int64_t>>();
-    if (shape != std::vector<int64_t>{out, in}) {
-      throw InputError("tensor '" + state_name + "' describes shape " + io::shape_string(shape) + ", expected " +
-                       io::shape_string({out, in}) + " from config.json");
-    }
-    w->nested = j.contains("nested_offset");
-    if (w->nested) w->nested_offset = j.at("nested_offset").get<float>();
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError("tensor '" + state_name + "': bad quant_state field: " + e.what());
+  w->quant_type = io::json_required<std::string>(j, "quant_type", where);
+  w->blocksize = io::json_required<int64_t>(j, "blocksize", where);
+  w->dtype = io::json_field<std::string>(j, "dtype", "float16", where);
+  const auto shape = io::json_required<std::vector<int64_t>>(j, "shape", where);
+  if (shape != std::vector<int64_t>{out, in}) {
+    throw InputError(where + " describes shape " + (shape.size() <= 8 ? io::shape_string(shape) : std::string("of ") +
+                     std::to_string(shape.size()) + " dims") + ", expected " + io::shape_string({out, in}) + " from config.json");
   }
+  w->nested = j.contains("nested_offset");
+  if (w->nested) w->nested_offset = static_cast<float>(io::json_required<double>(j, "nested_offset", where));
   if (w->quant_type != type) throw InputError("tensor '" + state_name + "' says quant_type '" + w->quant_type + "'");
   if (w->blocksize < 32 || w->blocksize > 4096 || (w->blocksize & (w->blocksize - 1)) != 0) {
     throw InputError("tensor '" + state_name + "': unsupported blocksize " + std::to_string(w->blocksize));

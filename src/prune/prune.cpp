@@ -25,6 +25,7 @@
 #include "llmc/eval/perplexity.h"
 #include "llmc/eval/evaluate.h"
 #include "llmc/io/hf_model_dir.h"
+#include "llmc/io/json_fields.h"
 #include "llmc/io/json_file.h"
 #include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
@@ -186,8 +187,9 @@ int64_t packed_alignment(const std::vector<LinearSlot>& slots, const nlohmann::j
   int64_t align = 8;
   for (const auto& s : slots) {
     if (s.packed && s.packed->format() == "gptq") {
-      const nlohmann::json qc = config.value("quantization_config", nlohmann::json::object());
-      const int64_t bits = qc.value("bits", 4), group = qc.value("group_size", 128);
+      const nlohmann::json qc = io::json_field<nlohmann::json>(config, "quantization_config", nlohmann::json::object(), "config.json");
+      const int64_t bits = io::json_field<int64_t>(qc, "bits", 4, "config.json", "quantization_config");
+      const int64_t group = io::json_field<int64_t>(qc, "group_size", 128, "config.json", "quantization_config");
       align = std::lcm(align, bits == 3 ? int64_t{32} : int64_t{8});
       if (group > 0) align = std::lcm(align, group);
       break;
@@ -364,7 +366,9 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   const std::string config_path = (fs::path(dir) / "config.json").string();
   nlohmann::json config = io::read_json_file(config_path);
   const model::OptConfig cfg = model::OptConfig::from_json(config, config_path);
-  if (config.value("model_type", std::string()) != "opt") throw InputError(config_path + ": unsupported model_type (supported: opt)");
+  if (io::json_field<std::string>(config, "model_type", "", config_path) != "opt") {
+    throw InputError(config_path + ": unsupported model_type (supported: opt)");
+  }
   if (!o.eval_file.empty()) eval::read_eval_text(o.eval_file);  // fail early on a bad eval file
 
   io::ModelDirWriter out(o.output_dir, io::ModelDirWriter::Place::kNewDirectory, o.overwrite);

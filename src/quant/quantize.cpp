@@ -15,6 +15,7 @@
 #include "llmc/core/logging.h"
 #include "llmc/core/progress.h"
 #include "llmc/io/hf_model_dir.h"
+#include "llmc/io/json_fields.h"
 #include "llmc/io/json_file.h"
 #include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
@@ -64,15 +65,17 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
   nlohmann::json config = io::read_json_file(config_path);
   if (!config.is_object()) throw InputError(config_path + ": expected a JSON object");
   if (config.contains("quantization_config")) {
+    const nlohmann::json qc = io::json_field<nlohmann::json>(config, "quantization_config", {}, config_path);
     throw UsageError(dir + " is already quantized (config.json has a quantization_config with quant_method '" +
-                     config["quantization_config"].value("quant_method", std::string("?")) +
+                     io::json_field<std::string>(qc, "quant_method", "?", config_path, "quantization_config") +
                      "'); quantize the original float model instead");
   }
-  if (config.value("model_type", std::string()) != "opt") {
-    throw InputError(config_path + ": unsupported model_type '" + config.value("model_type", std::string()) +
-                     "' (supported: opt)");
+  const std::string model_type = io::json_field<std::string>(config, "model_type", "", config_path);
+  if (model_type != "opt") {
+    throw InputError(config_path + ": unsupported model_type '" + model_type.substr(0, 60) + "' (supported: opt)");
   }
-  const bool tied = config.value("tie_word_embeddings", true);
+  // Every field the model needs, typed and checked now: an output must load.
+  const bool tied = model::OptConfig::from_json(config, config_path).tie_word_embeddings;
   const uint64_t max_shard = parse_byte_size(o.max_shard_size);
   const int64_t compute_elem = static_cast<int64_t>(c10::elementSize(ctx.dtype));
 

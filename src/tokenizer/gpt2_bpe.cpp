@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include <climits>
+#include <queue>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -71,7 +72,15 @@ class Gpt2Regex {
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     while (start < text.size()) {
       const int rc = pcre2_match(code_, subject, text.size(), start, start == 0 ? 0 : PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc < 0) break;
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        // Never drop the rest of a text silently (a match or JIT stack limit on a huge run).
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof(msg));
+        pcre2_match_data_free(md);
+        throw InputError("GPT-2 pre-tokenizer failed at byte " + std::to_string(start) + ": " +
+                         reinterpret_cast<char*>(msg));
+      }
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
       if (ov[1] <= ov[0]) break;  // the pattern never matches empty; guard anyway
       out.emplace_back(text, ov[0], ov[1] - ov[0]);
@@ -92,9 +101,15 @@ Gpt2Bpe::Gpt2Bpe(const std::string& vocab_json, const std::string& merges_txt, c
   if (!vocab.is_object()) throw InputError(vocab_json + ": expected a JSON object mapping tokens to ids");
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0) {
-      throw InputError(vocab_json + ": id of token '" + it.key() + "' is not a non-negative integer");
+      throw InputError(vocab_json + ": id of token '" + it.key().substr(0, 40) + "' is not a non-negative integer");
     }
     const int64_t id = it.value().get<int64_t>();
+    // Ids index a table: bounded by the file (a real vocabulary numbers its tokens densely).
+    const int64_t bound = 2 * static_cast<int64_t>(vocab.size()) + 1024;
+    if (id >= bound) {
+      throw InputError(vocab_json + ": id " + std::to_string(id) + " of token '" + it.key().substr(0, 40) + "' is beyond " +
+                       std::to_string(bound) + " (twice the number of entries + 1024): ids must number the vocabulary");
+    }
     encoder_[it.key()] = id;
     if (static_cast<size_t>(id) >= decoder_.size()) decoder_.resize(static_cast<size_t>(id) + 1);
     decoder_[static_cast<size_t>(id)] = it.key();
@@ -139,36 +154,8 @@ std::vector<int64_t> Gpt2Bpe::bpe(const std::string& token) const {
     auto it = cache_.find(token);
     if (it != cache_.end()) return it->second;
   }
-  // Symbols: one per byte of the pre-token, as bytes_to_unicode strings.
-  std::vector<std::string> word;
-  for (unsigned char c : token) word.push_back(byte_str_[c]);
-  while (word.size() > 1) {
-    int best = INT_MAX;
-    size_t best_i = 0;
-    for (size_t i = 0; i + 1 < word.size(); ++i) {
-      auto it = ranks_.find(word[i] + " " + word[i + 1]);
-      if (it != ranks_.end() && it->second < best) {
-        best = it->second;
-        best_i = i;
-      }
-    }
-    if (best == INT_MAX) break;
-    const std::string first = word[best_i], second = word[best_i + 1];
-    std::vector<std::string> merged;
-    merged.reserve(word.size());
-    for (size_t i = 0; i < word.size();) {
-      if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
-        merged.push_back(first + second);
-        i += 2;
-      } else {
-        merged.push_back(word[i]);
-        i += 1;
-      }
-    }
-    word.swap(merged);
-  }
   std::vector<int64_t> ids;
-  for (const auto& sym : word) {
+  for (const auto& sym : merge_symbols(token)) {
     auto it = encoder_.find(sym);
     if (it == encoder_.end()) {
       if (!special_.unk) throw InputError("GPT-2 tokenizer: symbol '" + sym + "' is not in the vocabulary and there is no unk token");
@@ -177,10 +164,67 @@ std::vector<int64_t> Gpt2Bpe::bpe(const std::string& token) const {
       ids.push_back(it->second);
     }
   }
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  if (cache_.size() > 500000) cache_.clear();
-  cache_.emplace(token, ids);
+  if (token.size() <= 256) {  // long pre-tokens are rare and would bloat the cache
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() > 500000) cache_.clear();
+    cache_.emplace(token, ids);
+  }
   return ids;
+}
+
+// The reference's loop: while some adjacent pair has a merge rank, take the lowest rank and
+// merge every occurrence of that pair, left to right, in one pass. Done with a heap of
+// (rank, position) and a linked list of symbols, so a pre-token of n bytes costs
+// O(n log n) instead of O(n^2) (a 10 MB run of spaces is one pre-token). Pairs made by a pass
+// join the heap after it, as the reference only sees them in its next pass.
+std::vector<std::string> Gpt2Bpe::merge_symbols(const std::string& token) const {
+  const size_t n = token.size();
+  std::vector<std::string> sym(n);
+  std::vector<size_t> next(n), prev(n);
+  std::vector<bool> alive(n, true);
+  constexpr size_t kNone = SIZE_MAX;
+  for (size_t i = 0; i < n; ++i) {
+    sym[i] = byte_str_[static_cast<unsigned char>(token[i])];
+    next[i] = i + 1 < n ? i + 1 : kNone;
+    prev[i] = i > 0 ? i - 1 : kNone;
+  }
+  using Entry = std::pair<int, size_t>;  // (rank, left symbol); ties: leftmost first
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
+  auto rank_of = [&](size_t left) {
+    if (left == kNone || next[left] == kNone) return INT_MAX;
+    auto it = ranks_.find(sym[left] + " " + sym[next[left]]);
+    return it == ranks_.end() ? INT_MAX : it->second;
+  };
+  std::vector<Entry> made;
+  auto consider = [&](size_t left, std::vector<Entry>& into) {
+    const int r = rank_of(left);
+    if (r != INT_MAX) into.emplace_back(r, left);
+  };
+  for (size_t i = 0; i + 1 < n; ++i) consider(i, made);
+  for (const auto& e : made) heap.push(e);
+  while (!heap.empty()) {
+    const int rank = heap.top().first;
+    made.clear();
+    while (!heap.empty() && heap.top().first == rank) {
+      const size_t left = heap.top().second;
+      heap.pop();
+      if (!alive[left] || rank_of(left) != rank) continue;  // stale: merged away or changed
+      const size_t right = next[left];
+      sym[left] += sym[right];
+      sym[right].clear();
+      alive[right] = false;
+      next[left] = next[right];
+      if (next[right] != kNone) prev[next[right]] = left;
+      if (prev[left] != kNone) consider(prev[left], made);
+      consider(left, made);
+    }
+    for (const auto& e : made) heap.push(e);
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < n; ++i) {
+    if (alive[i]) out.push_back(std::move(sym[i]));
+  }
+  return out;
 }
 
 void Gpt2Bpe::encode_plain(const std::string& text, std::vector<int64_t>& out) const {

@@ -27,6 +27,7 @@ class Gpt2Bpe : public Tokenizer {
 
  private:
   std::vector<int64_t> bpe(const std::string& token) const;
+  std::vector<std::string> merge_symbols(const std::string& token) const;
   void encode_plain(const std::string& text, std::vector<int64_t>& out) const;
 
   std::unique_ptr<Gpt2Regex> regex_;

@@ -7,6 +7,7 @@
 #include "gpt2_bpe.h"
 #include "llmc/core/error.h"
 #include "llmc/core/registry.h"
+#include "llmc/io/json_fields.h"
 #include "llmc/io/json_file.h"
 #include "sentencepiece_tokenizer.h"
 
@@ -20,6 +21,7 @@ struct TokenizerConfig {
   nlohmann::json config = nlohmann::json::object();  // tokenizer_config.json
   nlohmann::json special_map = nlohmann::json::object();  // special_tokens_map.json
   std::string tokenizer_class;
+  std::string config_path;  // for messages
 };
 
 // A special token entry is a string or an AddedToken object with "content".
@@ -56,13 +58,13 @@ std::unique_ptr<Tokenizer> make_gpt2(const std::string& dir, const TokenizerConf
   special.eos = lookup("eos_token");
   special.pad = lookup("pad_token");
   special.unk = lookup("unk_token");
-  special.add_bos = cfg.config.value("add_bos_token", false);
+  special.add_bos = io::json_field<bool>(cfg.config, "add_bos_token", false, cfg.config_path);
   return make_gpt2_tokenizer(vocab, merges, special);
 }
 
 std::unique_ptr<Tokenizer> make_sentencepiece(const std::string& dir, const TokenizerConfig& cfg) {
   SpecialTokens special;
-  special.add_bos = cfg.config.value("add_bos_token", true);
+  special.add_bos = io::json_field<bool>(cfg.config, "add_bos_token", true, cfg.config_path);
   auto tok = std::make_unique<SentencePieceTokenizer>((fs::path(dir) / "tokenizer.model").string(), special);
   return tok;
 }
@@ -112,7 +114,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   }
   if (!cfg.config.is_object()) throw InputError((d / "tokenizer_config.json").string() + ": expected a JSON object");
   if (!cfg.special_map.is_object()) throw InputError((d / "special_tokens_map.json").string() + ": expected a JSON object");
-  cfg.tokenizer_class = cfg.config.value("tokenizer_class", std::string());
+  cfg.config_path = (d / "tokenizer_config.json").string();
+  cfg.tokenizer_class = io::json_field<std::string>(cfg.config, "tokenizer_class", "", cfg.config_path);
   std::string kind = kind_for_class(cfg.tokenizer_class);
   if (kind.empty()) {
     if (fs::exists(d / "vocab.json", ec) && fs::exists(d / "merges.txt", ec)) kind = "gpt2_bpe";

@@ -36,6 +36,10 @@ void apply_json_options(const std::vector<OptionField>& fields, const nlohmann::
 // The field's current value as JSON (for plans and reports).
 nlohmann::json option_value(const OptionField& field);
 
+// A JSON value for an error message: strings quoted and cut to a prefix, numbers and booleans
+// as written, arrays and objects by their size (never dumped whole).
+std::string describe_json(const nlohmann::json& value);
+
 // A size flag: "5GB" -> 5e9, "500MB", "10KiB", "123" (bytes). Throws UsageError.
 uint64_t parse_byte_size(const std::string& text);
 
