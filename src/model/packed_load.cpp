@@ -57,7 +57,8 @@ std::unique_ptr<PackedWeight> load_bnb4(const std::string& p, const std::string&
   const int64_t nb = (n + w->blocksize - 1) / w->blocksize;
   // bnb_4bit_quant_storage may be another dtype: the bytes are what count.
   at::Tensor packed = take(p + "weight").contiguous();
-  if (packed.scalar_type() != c10::kByte) packed = packed.view(c10::kByte);
+  if (packed.dim() == 0) packed = packed.reshape({1});  // a 0-d tensor cannot be viewed as bytes
+  if (packed.scalar_type() != c10::kByte) packed = packed.reshape({-1}).view(c10::kByte);
   expect_numel(packed, (n + 1) / 2, p + "weight");
   w->packed = packed.reshape({-1, 1});
   at::Tensor absmax = take(p + "weight.absmax").contiguous();
@@ -121,7 +122,7 @@ std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std
     if (w->bits != 2 && w->bits != 3 && w->bits != 4 && w->bits != 8) {
       throw InputError("tensor '" + p + "qweight' implies " + std::to_string(w->bits) + "-bit codes (2, 3, 4 or 8 supported)");
     }
-    if (w->scales.dim() != 2 || w->scales.size(1) != out || in % w->scales.size(0) != 0) {
+    if (w->scales.dim() != 2 || w->scales.size(1) != out || w->scales.size(0) == 0 || in % w->scales.size(0) != 0) {
       throw InputError("tensor '" + p + "scales' has shape " + io::shape_string(w->scales.sizes()));
     }
     w->group_size = in / w->scales.size(0);

@@ -1,5 +1,6 @@
 #include "llmc/pipeline/recipe.h"
 
+#include <cstdlib>
 #include <regex>
 #include <set>
 
@@ -34,14 +35,19 @@ std::string string_at(const nlohmann::json& j, const std::string& key, const std
   return j[key].get<std::string>();
 }
 
-// Every string value that starts with '@' names a model: @original or an earlier stage.
+// Every string value that starts with '@' names a model: @original (when there is one yet) or
+// an earlier stage.
 void check_references(const nlohmann::json& options, const std::string& where, const std::vector<std::string>& earlier,
-                      const std::vector<std::string>& all) {
+                      const std::vector<std::string>& all, bool original_exists) {
   for (auto it = options.begin(); it != options.end(); ++it) {
     if (!it.value().is_string()) continue;
     const std::string v = it.value().get<std::string>();
     if (v.empty() || v[0] != '@') continue;
     const std::string ref = v.substr(1);
+    if (ref == "original" && !original_exists) {
+      throw UsageError(where + "." + it.key() + ": '@original' before there is one (the recipe names no model_name_or_path, "
+                       "so the first stage creates the original)");
+    }
     if (ref == "original" || std::find(earlier.begin(), earlier.end(), ref) != earlier.end()) continue;
     const bool later = std::find(all.begin(), all.end(), ref) != all.end();
     throw UsageError(where + "." + it.key() + ": '" + v + "' " +
@@ -58,6 +64,11 @@ Recipe parse_recipe(const nlohmann::json& j, const std::string& source) {
   Recipe recipe;
   recipe.source = source;
   recipe.name = string_at(j, "name", r, true);
+  static const std::regex kRecipeName("[A-Za-z0-9_.+ -]{1,100}");
+  if (!std::regex_match(recipe.name, kRecipeName) || recipe.name.find_first_not_of(".") == std::string::npos) {
+    throw UsageError(r + ".name: '" + recipe.name.substr(0, 60) + "' (1 to 100 letters, digits, spaces and _ . + -; no path "
+                     "separators)");
+  }
   recipe.model_name_or_path = string_at(j, "model_name_or_path", r, false);
   recipe.output_dir = string_at(j, "output_dir", r, true);
   if (j.contains("evaluation")) {
@@ -96,16 +107,14 @@ Recipe parse_recipe(const nlohmann::json& j, const std::string& source) {
     const std::string where = r + ".stages[" + std::to_string(i) + "]";
     const std::vector<std::string> earlier(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(i));
     stage_tools().get(st.tool).check(st.options, where + ".options");
-    check_references(st.options, where + ".options", earlier, names);
-    if (!st.input.empty()) check_references(nlohmann::json{{"input", st.input}}, where, earlier, names);
+    const bool original_exists = !recipe.model_name_or_path.empty() || i > 0;
+    check_references(st.options, where + ".options", earlier, names, original_exists);
+    if (!st.input.empty()) check_references(nlohmann::json{{"input", st.input}}, where, earlier, names, original_exists);
     if (!st.input.empty() && st.input[0] != '@') throw UsageError(where + ".input: expected @original or @<earlier stage>");
     const bool creates = stage_tools().get(st.tool).creates_model(st.options);
     if (i == 0 && recipe.model_name_or_path.empty() && !creates) {
       throw UsageError(r + ".model_name_or_path: required unless the first stage creates the model (distill with "
                            "student_config)");
-    }
-    if (i == 0 && recipe.model_name_or_path.empty() && st.input == "@original") {
-      throw UsageError(where + ".input: there is no original before the first stage creates it");
     }
   }
   if (j.contains("sweep")) {
@@ -178,12 +187,33 @@ nlohmann::json recipe_json(const Recipe& r) {
 
 }  // namespace
 
+size_t max_sweep_runs() {
+  const char* v = std::getenv("LLMC_MAX_SWEEP_RUNS");
+  if (v == nullptr || *v == '\0') return 1000;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  if (*end != '\0' || n == 0) throw UsageError("LLMC_MAX_SWEEP_RUNS: expected a positive integer");
+  return static_cast<size_t>(n);
+}
+
 std::vector<Run> expand_sweep(const Recipe& recipe) {
   if (recipe.sweep.empty()) return {Run{"", nlohmann::json::object(), recipe}};
   std::vector<std::pair<std::string, nlohmann::json>> axes;  // in key order
   for (auto it = recipe.sweep.begin(); it != recipe.sweep.end(); ++it) axes.emplace_back(it.key(), it.value());
+  // The number of combinations, counted without overflow, is checked before any is planned.
+  const size_t limit = max_sweep_runs();
   size_t total = 1;
-  for (const auto& a : axes) total *= a.second.size();
+  bool overflow = false;
+  std::string sizes;
+  for (const auto& a : axes) {
+    overflow = overflow || __builtin_mul_overflow(total, a.second.size(), &total);
+    sizes += (sizes.empty() ? "" : " x ") + std::to_string(a.second.size());
+  }
+  if (overflow || total > limit) {
+    throw UsageError("recipe.sweep: " + (overflow ? std::string("more than 2^64") : std::to_string(total)) +
+                     " combinations (" + sizes + "), more than the limit of " + std::to_string(limit) +
+                     " runs (LLMC_MAX_SWEEP_RUNS)");
+  }
   std::vector<Run> runs;
   for (size_t k = 0; k < total; ++k) {
     nlohmann::json j = recipe_json(recipe);

@@ -6,6 +6,8 @@
 #include <mutex>
 
 #include "llmc/core/error.h"
+#include "llmc/io/json_file.h"
+#include "spm_model_check.h"
 #include "spm_plugin/spm_plugin.h"
 
 namespace llmc::tokenizer {
@@ -73,8 +75,11 @@ const SpmApi& api() {
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, const SpecialTokens& special)
     : api_(&api()) {
+  // Checked here first: the library trusts the file (spm_model_check.cpp).
+  const std::string bytes = io::read_text_file(model_path, uint64_t{1} << 30);
+  check_sentencepiece_model(bytes, model_path);
   char err[512] = {0};
-  handle_ = api_->load(model_path.c_str(), err, sizeof(err));
+  handle_ = api_->load(bytes.data(), bytes.size(), err, sizeof(err));
   if (handle_ == nullptr) throw InputError(model_path + ": cannot load SentencePiece model: " + err);
   LlmcSpmInfo info{};
   api_->info(handle_, &info);

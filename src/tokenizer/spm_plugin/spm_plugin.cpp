@@ -22,9 +22,9 @@ void set_err(char* err, size_t len, const std::string& msg) {
 
 extern "C" {
 
-void* llmc_spm_load(const char* path, char* err, size_t err_len) {
+void* llmc_spm_load(const char* data, size_t size, char* err, size_t err_len) {
   auto* sp = new sentencepiece::SentencePieceProcessor();
-  const auto status = sp->Load(path);
+  const auto status = sp->LoadFromSerializedProto(std::string(data, size));
   if (!status.ok()) {
     set_err(err, err_len, status.ToString());
     delete sp;

@@ -18,7 +18,8 @@ struct LlmcSpmInfo {
 };
 
 // Returns a handle, or null with a message in err.
-void* llmc_spm_load(const char* path, char* err, size_t err_len);
+// Loads a serialized ModelProto (the bytes of tokenizer.model); NULL and a message on error.
+void* llmc_spm_load(const char* data, size_t size, char* err, size_t err_len);
 void llmc_spm_free(void* handle);
 void llmc_spm_info(void* handle, LlmcSpmInfo* info);
 // ids: malloc'd array the caller frees with llmc_spm_release. Returns 0 on success.
