@@ -14,6 +14,7 @@ packages=(
   libsentencepiece-dev sentencepiece   # the library, and spm_train/spm_encode for test fixtures
   libgtest-dev
   python3-torch           # Debian's torch for test fixtures and the reference implementation
+  time                    # GNU time: peak memory in tests/hostile_test.sh
 )
 
 sudo_cmd=()

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -106,4 +108,28 @@ TEST(SentencePiece, MatchesSpmEncode) {
 TEST(LoadTokenizer, ExplainsWhatIsMissing) {
   test::TempDir tmp;
   test::expect_error<InputError>([&] { tokenizer::load_tokenizer(tmp.path()); }, "no tokenizer found");
+}
+
+// Pathological texts: one 10 MB line, 10 MB of spaces (a single pre-token), a 1 MB word. The
+// BPE merge loop was quadratic in a pre-token's length; now each finishes in time about linear
+// in its size. Checked by the ratio of a text 4x longer (linear: about 4x; quadratic: 16x;
+// bound 8x, generous for a noisy machine) and by the decode round trip.
+TEST(Gpt2Bpe, PathologicalTextsTokenizeInLinearTime) {
+  const auto& tok = gpt2();
+  auto seconds = [&](const std::string& text) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto ids = tok.encode(text, false);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(tok.decode(ids, false), text);
+    return s;
+  };
+  std::string line;
+  while (line.size() < (size_t{10} << 20)) line += "the cat sat on the mat, again and again; ";
+  EXPECT_LT(seconds(line), 60.0);
+  const double spaces_small = seconds("a" + std::string(size_t{10} << 20 >> 2, ' ') + "b");
+  const double spaces_big = seconds("a" + std::string(size_t{10} << 20, ' ') + "b");
+  EXPECT_LT(spaces_big, 8 * std::max(spaces_small, 0.05)) << spaces_small << " s vs " << spaces_big << " s";
+  const double word_small = seconds(std::string(size_t{1} << 18, 'x'));
+  const double word_big = seconds(std::string(size_t{1} << 20, 'x'));
+  EXPECT_LT(word_big, 8 * std::max(word_small, 0.05)) << word_small << " s vs " << word_big << " s";
 }

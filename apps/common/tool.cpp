@@ -33,6 +33,9 @@ void install_signal_handlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // A file-size limit (ulimit -f) makes write() fail with EFBIG, reported as exit 4, instead
+  // of killing the process half-way through an output.
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 void add_common_flags(CLI::App& app, CommonFlags& f, const std::string& config_help) {

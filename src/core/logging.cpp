@@ -30,5 +30,6 @@ void setup_logging(const std::string& level, bool quiet) {
 void log_info(const std::string& message) { logger()->info(message); }
 void log_warn(const std::string& message) { logger()->warn(message); }
 void log_debug(const std::string& message) { logger()->debug(message); }
+bool info_enabled() { return logger()->should_log(spdlog::level::info); }
 
 }  // namespace llmc

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include <unistd.h>
+
 #include "llmc/core/error.h"
 #include "llmc/io/hub_download.h"
 #include "env.h"
@@ -109,7 +111,8 @@ std::vector<std::string> weight_files(const std::string& dir) {
   const fs::path d(dir);
   std::error_code ec;
   for (const auto& name : weight_file_names()) {
-    if (!fs::is_regular_file(d / name, ec)) continue;
+    if (!fs::exists(d / name, ec)) continue;
+    ::close(open_regular_file((d / name).string()));  // a FIFO, socket or device is refused here
     const bool index = name.size() > 11 && name.compare(name.size() - 11, 11, ".index.json") == 0;
     return index ? shards_from_index(dir, name) : std::vector<std::string>{(d / name).string()};
   }

@@ -124,16 +124,26 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   const fs::path tmp = target.parent_path() / (".tmp." + target.filename().string() + "." + std::to_string(::getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw ResourceError(path + ": cannot write (" + std::strerror(errno) + ")");
-    out << content;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw ResourceError(path + ": write failed (disk full?)");
-    }
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw ResourceError(path + ": cannot write: " + std::strerror(errno));
+  auto fail = [&](const std::string& what) {
+    const int err = errno;
+    ::close(fd);
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw ResourceError(path + ": " + what + ": " + std::strerror(err));
+  };
+  for (size_t done = 0; done < content.size();) {
+    const ssize_t w = ::write(fd, content.data() + done, content.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail("write failed");
+    done += static_cast<size_t>(w);
+  }
+  if (::close(fd) != 0) {
+    const int err = errno;
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw ResourceError(path + ": write failed: " + std::strerror(err));
   }
   std::error_code ec;
   fs::rename(tmp, target, ec);

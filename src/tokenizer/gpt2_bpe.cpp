@@ -13,6 +13,8 @@
 
 #include "gpt2_bpe.h"
 #include "llmc/core/error.h"
+#include "llmc/core/logging.h"
+#include "llmc/core/progress.h"
 #include "llmc/io/json_file.h"
 
 namespace llmc::tokenizer {
@@ -228,10 +230,15 @@ std::vector<std::string> Gpt2Bpe::merge_symbols(const std::string& token) const 
 }
 
 void Gpt2Bpe::encode_plain(const std::string& text, std::vector<int64_t>& out) const {
+  // Big texts (an eval or training file) show their progress in bytes.
+  constexpr size_t kShowProgress = size_t{8} << 20;
+  Progress progress("tokenize", static_cast<int64_t>(text.size()), text.size() >= kShowProgress && info_enabled(), "B");
   for (const auto& piece : regex_->split(text)) {
     const std::vector<int64_t> ids = bpe(piece);
     out.insert(out.end(), ids.begin(), ids.end());
+    progress.advance(static_cast<int64_t>(piece.size()));
   }
+  progress.finish();
 }
 
 std::vector<int64_t> Gpt2Bpe::encode(const std::string& text, bool add_special_tokens) const {
