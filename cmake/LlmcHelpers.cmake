@@ -5,6 +5,7 @@ function(llmc_add_test)
   cmake_parse_arguments(T "" "NAME" "SOURCES;FIXTURES;LIBS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE llmc GTest::gtest GTest::gtest_main llmc_warnings ${T_LIBS})
+  llmc_instrument(${T_NAME})
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   set_tests_properties(${T_NAME} PROPERTIES
     ENVIRONMENT "LLMC_FIXTURES=${LLMC_FIXTURE_DIR};LLMC_SOURCE_DIR=${PROJECT_SOURCE_DIR}"

@@ -17,6 +17,9 @@ packages=(
   time                    # GNU time: peak memory in tests/hostile_test.sh
 )
 
+# --sanitizers: also clang 15 and libFuzzer (scripts/sanitize.sh, scripts/fuzz.sh).
+if [ "${1:-}" = "--sanitizers" ]; then packages+=(clang-15 libfuzzer-15-dev); fi
+
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
 

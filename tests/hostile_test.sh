@@ -157,4 +157,46 @@ for i in 1 2 3 4 5; do
   done
 done
 
+# distill: killed at a random point, no checkpoint or final model looks complete when it is
+# not, and the same command with --resume_from_checkpoint latest finishes.
+for _ in $(seq 60); do cat "$fx/eval.txt"; done >"$tmp/train.txt"
+printf '%s\n' '{"model_type": "opt", "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "ffn_dim": 64,
+ "max_position_embeddings": 64, "num_attention_heads": 2, "word_embed_proj_dim": 32}' >"$tmp/student.json"
+dargs=("$ds" --student_config "$tmp/student.json" --train_tokenizer sentencepiece:300 --distillation_loss ce
+       --train_file "$tmp/train.txt" --block_size 32 --per_device_train_batch_size 4 --max_steps 150 --save_steps 10)
+for i in 1 2; do
+  out="$tmp/kill-distill-$i"
+  delay=$($py -c "import random; print(round(random.uniform(0.5, 4.0), 2))")
+  "${dargs[@]}" --output_dir "$out" "${q[@]}" >/dev/null 2>&1 &
+  pid=$!
+  sleep "$delay"
+  kill -9 $pid 2>/dev/null
+  wait $pid 2>/dev/null
+  if [ -e "$out/metrics.json" ]; then complete_or_absent "$out" "distill-killed-after-${delay}s"; else pass=$((pass + 1)); fi
+  for c in "$out"/checkpoint-*; do
+    [ -e "$c/trainer_state.json" ] || continue
+    expect 0 "distill-checkpoint-loads-$i" -- "$ev" --model_name_or_path "$c" "${q[@]}"
+  done
+  expect 0 "distill-resume-after-kill-$i" -- "${dargs[@]}" --output_dir "$out" --resume_from_checkpoint latest "${q[@]}"
+  complete_or_absent "$out" "distill-finished-$i"
+done
+
+# pipeline: killed at a random point, the next run finishes and every stage is complete.
+recipe killed.json '{"name": "k", "model_name_or_path": "'"$fx/opt_preln_f32"'", "output_dir": "'"$tmp/pk"'",
+  "evaluation": {"eval_file": "'"$fx/eval.txt"'", "max_length": 32},
+  "stages": [{"name": "pruned", "tool": "prune", "options": {"pruning_type": "unstructured", "pruning_ratio": 0.5}},
+             {"name": "nf4", "tool": "quantize", "options": {"blocksize": 32}}]}'
+for i in 1 2; do
+  delay=$($py -c "import random; print(round(random.uniform(0.3, 3.0), 2))")
+  "$pl" --config "$tmp/killed.json" "${q[@]}" >/dev/null 2>&1 &
+  pid=$!
+  sleep "$delay"
+  kill -9 $pid 2>/dev/null
+  wait $pid 2>/dev/null
+  for st in pruned nf4; do complete_or_absent "$tmp/pk/$st" "pipeline-$st-killed-after-${delay}s"; done
+  expect 0 "pipeline-rerun-after-kill-$i" -- "$pl" --config "$tmp/killed.json" "${q[@]}"
+  for st in pruned nf4; do complete_or_absent "$tmp/pk/$st" "pipeline-$st-after-rerun"; done
+  rm -rf "$tmp/pk"
+done
+
 finish hostile_test

@@ -54,6 +54,20 @@ bool allowed_global(const std::string& name) {
   return callable_globals().count(name) || storage_classes().count(name) || dtype_globals().count(name);
 }
 
+// Lists and dicts can be made to contain themselves (APPEND through the memo); shared
+// pointers would never free such a cycle. Every list and dict is registered here and emptied
+// when the last reference to the result goes.
+struct Arena {
+  std::vector<ValuePtr> containers;
+  ValuePtr root;
+  ~Arena() {
+    for (auto& c : containers) {
+      c->items.clear();
+      c->entries.clear();
+    }
+  }
+};
+
 class Unpickler {
  public:
   Unpickler(const uint8_t* data, size_t size, const StorageLoader& loader, std::string where)
@@ -274,8 +288,18 @@ class Unpickler {
     v->kind = k;
     v->depth = nested_depth(items, at);
     v->items = std::move(items);
+    if (k != Kind::kTuple) arena_->containers.push_back(v);
     return v;
   }
+
+ public:
+  // The result: shares ownership of the arena, which keeps the root.
+  ValuePtr result(ValuePtr root) {
+    arena_->root = root;
+    return ValuePtr(arena_, root.get());
+  }
+
+ private:
   void add_items(const ValuePtr& target, const std::vector<ValuePtr>& vals, size_t at) const {
     target->depth = std::max(target->depth, nested_depth(vals, at));
     target->items.insert(target->items.end(), vals.begin(), vals.end());
@@ -385,9 +409,7 @@ class Unpickler {
     const std::string& name = fn->s;
     if (name == "collections.OrderedDict") {
       if (!a.empty()) fail("OrderedDict with constructor arguments", at);
-      auto v = std::make_shared<Value>();
-      v->kind = Kind::kDict;
-      return v;
+      return make_seq(Kind::kDict, {}, at);
     }
     if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
       if (a.size() < 4) fail(name + " needs at least 4 arguments", at);
@@ -435,6 +457,7 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<size_t, ValuePtr> memo_;
   std::map<std::string, ValuePtr> storages_;
+  std::shared_ptr<Arena> arena_ = std::make_shared<Arena>();
 };
 
 }  // namespace
@@ -459,7 +482,8 @@ Value::~Value() {
 }
 
 ValuePtr unpickle(const uint8_t* data, size_t size, const StorageLoader& load_storage, const std::string& where) {
-  return Unpickler(data, size, load_storage, where).run();
+  Unpickler u(data, size, load_storage, where);
+  return u.result(u.run());
 }
 
 }  // namespace llmc::io::pickle

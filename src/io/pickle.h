@@ -48,7 +48,8 @@ struct Value {
 // the storage's dtype (or uint8 bytes for an untyped storage).
 using StorageLoader = std::function<at::Tensor(const std::string& key, c10::ScalarType dtype, int64_t numel)>;
 
-// Throws InputError (prefixed by `where`) on malformed data or a forbidden global.
+// Throws InputError (prefixed by `where`) on malformed data or a forbidden global. The result
+// owns everything it refers to; lists and dicts inside it are emptied when it is released.
 ValuePtr unpickle(const uint8_t* data, size_t size, const StorageLoader& load_storage, const std::string& where);
 
 }  // namespace llmc::io::pickle

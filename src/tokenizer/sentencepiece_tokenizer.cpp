@@ -45,7 +45,13 @@ const SpmApi& api() {
     void* lib = nullptr;
     std::string tried;
     for (const auto& path : plugin_candidates()) {
+#ifdef LLMC_SANITIZED
+      // The sanitizer runtime refuses RTLD_DEEPBIND; a link-map namespace of its own keeps
+      // the plugin's protobuf apart from LibTorch's just the same.
+      lib = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
+#else
       lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#endif
       if (lib != nullptr) break;
       tried += "\n  " + path + ": " + dlerror();
     }

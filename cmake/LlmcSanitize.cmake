@@ -1,0 +1,20 @@
+# Sanitizers and fuzzing for llmc's own code (the library, the executables, the tests, the
+# fuzz harnesses). LibTorch and the SentencePiece plugin stay uninstrumented.
+#   LLMC_SANITIZE=address,undefined   the "sanitize" preset (CMakePresets.json)
+#   LLMC_FUZZ=ON                      libFuzzer harnesses under fuzz/ (clang only)
+set(LLMC_SANITIZE "" CACHE STRING "sanitizers for llmc's own code, e.g. address,undefined")
+option(LLMC_FUZZ "build the libFuzzer harnesses in fuzz/ (needs clang)" OFF)
+if(LLMC_FUZZ AND NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  message(FATAL_ERROR "LLMC_FUZZ needs clang (libFuzzer); configure with -DCMAKE_CXX_COMPILER=clang++-15")
+endif()
+
+function(llmc_instrument target)
+  if(LLMC_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=${LLMC_SANITIZE} -fno-sanitize-recover=all -fno-omit-frame-pointer)
+    target_link_options(${target} PRIVATE -fsanitize=${LLMC_SANITIZE})
+    target_compile_definitions(${target} PRIVATE LLMC_SANITIZED=1)
+  endif()
+  if(LLMC_FUZZ)
+    target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link)
+  endif()
+endfunction()
