@@ -9,6 +9,7 @@
 #include "kernels.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LLMC_X86 1
 #endif
@@ -222,7 +223,10 @@ __attribute__((target("avx2,fma,f16c"))) void dot16_avx2(const uint16_t* w, int6
 bool cpu_has(const char* feature) {
   __builtin_cpu_init();
   if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know it.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && ((ecx >> 29) & 1u) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 }  // namespace
