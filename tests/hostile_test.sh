@@ -134,6 +134,25 @@ for tool in quantize prune; do
   expect 0 "$tool-rerun-after-disk-full" -- "${args[@]}" "${q[@]}"
 done
 
+# distill and pipeline under the same limit
+for _ in $(seq 60); do cat "$fx/eval.txt"; done >"$tmp/train.txt"
+printf '%s\n' '{"model_type": "opt", "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "ffn_dim": 64,
+ "max_position_embeddings": 64, "num_attention_heads": 2, "word_embed_proj_dim": 32}' >"$tmp/student.json"
+dargs=("$ds" --student_config "$tmp/student.json" --train_tokenizer sentencepiece:300 --distillation_loss ce
+       --train_file "$tmp/train.txt" --block_size 32 --per_device_train_batch_size 4 --max_steps 30 --save_steps 10)
+( ulimit -f 20; "${dargs[@]}" --output_dir "$tmp/full-distill" "${q[@]}" ) >"$so" 2>"$se"
+rc=$?
+expect_true "distill-disk-full-exit-4 (got $rc)" [ "$rc" = 4 ]
+expect_true distill-disk-full-not-complete [ ! -e "$tmp/full-distill/metrics.json" ]
+expect 0 distill-rerun-after-disk-full -- "${dargs[@]}" --output_dir "$tmp/full-distill" --resume_from_checkpoint latest "${q[@]}"
+recipe full.json '{"name": "f", "model_name_or_path": "'"$fx/opt_preln_f32"'", "output_dir": "'"$tmp/pf"'",
+  "stages": [{"name": "nf4", "tool": "quantize", "options": {"blocksize": 32}}]}'
+( ulimit -f 100; "$pl" --config "$tmp/full.json" "${q[@]}" ) >"$so" 2>"$se"
+rc=$?
+expect_true "pipeline-disk-full-exit-4 (got $rc)" [ "$rc" = 4 ]
+expect_true pipeline-disk-full-no-stage [ ! -e "$tmp/pf/nf4/metrics.json" ]
+expect 0 pipeline-rerun-after-disk-full -- "$pl" --config "$tmp/full.json" "${q[@]}"
+
 # ---- SIGKILL at random points: the output is absent or complete (metrics.json, loads)
 complete_or_absent() {  # complete_or_absent DIR NAME
   if [ ! -e "$1" ]; then pass=$((pass + 1)); return; fi
@@ -159,9 +178,6 @@ done
 
 # distill: killed at a random point, no checkpoint or final model looks complete when it is
 # not, and the same command with --resume_from_checkpoint latest finishes.
-for _ in $(seq 60); do cat "$fx/eval.txt"; done >"$tmp/train.txt"
-printf '%s\n' '{"model_type": "opt", "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1, "ffn_dim": 64,
- "max_position_embeddings": 64, "num_attention_heads": 2, "word_embed_proj_dim": 32}' >"$tmp/student.json"
 dargs=("$ds" --student_config "$tmp/student.json" --train_tokenizer sentencepiece:300 --distillation_loss ce
        --train_file "$tmp/train.txt" --block_size 32 --per_device_train_batch_size 4 --max_steps 150 --save_steps 10)
 for i in 1 2; do

@@ -140,11 +140,16 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids, bool
   return sanitize_utf8(out);
 }
 
-void train_sentencepiece_model(const std::string& args, uint32_t seed) {
+std::string train_sentencepiece_model(const std::string& args, uint32_t seed) {
   char err[1024] = {0};
-  if (api().train(args.c_str(), seed, err, sizeof(err)) != 0) {
+  char* model = nullptr;
+  size_t len = 0;
+  if (api().train(args.c_str(), seed, &model, &len, err, sizeof(err)) != 0) {
     throw InputError(std::string("SentencePiece training failed: ") + err);
   }
+  std::string bytes(model, len);
+  api().release(model);
+  return bytes;
 }
 
 }  // namespace llmc::tokenizer

@@ -10,7 +10,8 @@
 
 namespace llmc::tokenizer {
 
-void train_sentencepiece_model(const std::string& args, uint32_t seed);  // sentencepiece_tokenizer.cpp
+// The serialized model (sentencepiece_tokenizer.cpp).
+std::string train_sentencepiece_model(const std::string& args, uint32_t seed);
 
 namespace fs = std::filesystem;
 
@@ -29,14 +30,15 @@ std::unique_ptr<Tokenizer> train_sentencepiece(const std::string& text_file, int
   // Ids as LLaMA's tokenizer has them (unk 0, bos 1, eos 2) plus pad 3; byte fallback so that
   // every text is encodable; hard_vocab_limit off so that a small text gives fewer pieces
   // instead of failing.
-  const std::string args = "--input=" + text_file + " --model_prefix=" + prefix + " --vocab_size=" +
+  const std::string args = "--input=" + text_file + " --vocab_size=" +
                            std::to_string(vocab_size) +
                            " --model_type=bpe --character_coverage=1.0 --byte_fallback=true --hard_vocab_limit=false"
                            " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 --input_sentence_size=2000000"
                            " --shuffle_input_sentence=true --max_sentence_length=65536 --minloglevel=1 --num_threads=" +
                            std::to_string(threads);
-  train_sentencepiece_model(args, static_cast<uint32_t>(seed));
-  fs::remove(prefix + ".vocab", ec);
+  // Written here, not by the library: a failed write (a full disk) must be seen.
+  const std::string model = train_sentencepiece_model(args, static_cast<uint32_t>(seed));
+  io::write_file_atomic(prefix + ".model", model);
   nlohmann::json special = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"pad_token", "<pad>"}};
   nlohmann::json config = special;
   config["tokenizer_class"] = "LlamaTokenizer";

@@ -78,7 +78,7 @@ int llmc_spm_is_control(void* handle, int32_t id) {
   return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->IsControl(id) ? 1 : 0;
 }
 
-int llmc_spm_train(const char* args, uint32_t seed, char* err, size_t err_len) {
+int llmc_spm_train(const char* args, uint32_t seed, char** model, size_t* model_len, char* err, size_t err_len) {
   sentencepiece::SetRandomGeneratorSeed(seed);
   // The trainer logs its whole command line to stderr whatever the log level; llmc reports
   // failures from the returned status, so its stderr is muted while it runs.
@@ -86,7 +86,8 @@ int llmc_spm_train(const char* args, uint32_t seed, char* err, size_t err_len) {
   const int saved = dup(2);
   const int null_fd = open("/dev/null", O_WRONLY);
   if (saved >= 0 && null_fd >= 0) dup2(null_fd, 2);
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  std::string serialized;
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args, nullptr, &serialized);
   std::fflush(stderr);
   if (saved >= 0) {
     dup2(saved, 2);
@@ -97,6 +98,9 @@ int llmc_spm_train(const char* args, uint32_t seed, char* err, size_t err_len) {
     set_err(err, err_len, status.ToString());
     return 1;
   }
+  *model_len = serialized.size();
+  *model = static_cast<char*>(std::malloc(serialized.empty() ? 1 : serialized.size()));
+  std::memcpy(*model, serialized.data(), serialized.size());
   return 0;
 }
 

@@ -29,6 +29,8 @@ int llmc_spm_decode(void* handle, const int32_t* ids, size_t n, char** text, siz
 int llmc_spm_is_control(void* handle, int32_t id);
 // Trains a model: `args` in spm_train's flag syntax ("--input=... --model_prefix=..."),
 // `seed` seeds the trainer's sampling. Returns 0 on success.
-int llmc_spm_train(const char* args, uint32_t seed, char* err, size_t err_len);
+// Trains a model; its serialized ModelProto is returned in *model (free with
+// llmc_spm_release): the caller writes the file, so that a failed write is seen.
+int llmc_spm_train(const char* args, uint32_t seed, char** model, size_t* model_len, char* err, size_t err_len);
 void llmc_spm_release(void* p);
 }
