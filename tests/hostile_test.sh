@@ -77,6 +77,9 @@ bounded 3 prune-type-quant-bits "field 'quantization_config.bits' must be an int
 # ---- safetensors
 ev_case 3 st_offsets_wrap "model.safetensors"
 ev_case 3 st_shape_wrap "overflows"
+ev_case 3 st_long_name "unknown dtype"
+expect_true st-long-name-bounded [ "$(wc -c <"$se")" -lt 2500 ]
+expect_true st-long-name-no-escape [ -z "$(grep -P '\x1b' "$se")" ]
 # ---- packed weights
 ev_case 3 gptq_zero_scale_rows "scales"
 ev_case 3 nf4_zero_dim "q_proj.weight"
@@ -159,17 +162,23 @@ complete_or_absent() {  # complete_or_absent DIR NAME
   if [ -f "$1/metrics.json" ] && "$ev" --model_name_or_path "$1" "${q[@]}" >/dev/null 2>&1; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL $2: $1 exists but is not a complete model"; ls -la "$1" | head; fi
 }
+# kill_after LOW HIGH COMMAND...: runs the command, SIGKILLs it after a random delay in
+# [LOW, HIGH] seconds (left in $delay).
+kill_after() {
+  delay=$($py -c "import random; print(round(random.uniform($1, $2), 2))")
+  shift 2
+  "$@" >/dev/null 2>&1 &
+  local pid=$!
+  sleep "$delay"
+  kill -9 $pid 2>/dev/null
+  wait $pid 2>/dev/null
+}
 for i in 1 2 3 4 5; do
-  delay=$($py -c "import random; print(round(random.uniform(0.05, 1.5), 2))")
   for tool in quantize prune; do
     out="$tmp/kill-$tool-$i"
     if [ $tool = quantize ]; then args=("$qz" --model_name_or_path "$fx/opt_preln_f32" --output_dir "$out")
     else args=("$pr" --model_path "$fx/opt_preln_f32" --output_dir "$out" --pruning_ratio 0.5); fi
-    "${args[@]}" "${q[@]}" >/dev/null 2>&1 &
-    pid=$!
-    sleep "$delay"
-    kill -9 $pid 2>/dev/null
-    wait $pid 2>/dev/null
+    kill_after 0.05 1.5 "${args[@]}" "${q[@]}"
     complete_or_absent "$out" "$tool-killed-after-${delay}s"
     expect 0 "$tool-rerun-after-kill" -- "${args[@]}" --overwrite "${q[@]}"
     expect_true "$tool-no-staging-left-$i" [ -z "$(ls -A "$tmp" | grep "^\.kill-$tool-$i\.tmp\.")" ]
@@ -182,12 +191,7 @@ dargs=("$ds" --student_config "$tmp/student.json" --train_tokenizer sentencepiec
        --train_file "$tmp/train.txt" --block_size 32 --per_device_train_batch_size 4 --max_steps 150 --save_steps 10)
 for i in 1 2; do
   out="$tmp/kill-distill-$i"
-  delay=$($py -c "import random; print(round(random.uniform(0.5, 4.0), 2))")
-  "${dargs[@]}" --output_dir "$out" "${q[@]}" >/dev/null 2>&1 &
-  pid=$!
-  sleep "$delay"
-  kill -9 $pid 2>/dev/null
-  wait $pid 2>/dev/null
+  kill_after 0.5 4.0 "${dargs[@]}" --output_dir "$out" "${q[@]}"
   if [ -e "$out/metrics.json" ]; then complete_or_absent "$out" "distill-killed-after-${delay}s"; else pass=$((pass + 1)); fi
   for c in "$out"/checkpoint-*; do
     [ -e "$c/trainer_state.json" ] || continue
@@ -203,12 +207,7 @@ recipe killed.json '{"name": "k", "model_name_or_path": "'"$fx/opt_preln_f32"'",
   "stages": [{"name": "pruned", "tool": "prune", "options": {"pruning_type": "unstructured", "pruning_ratio": 0.5}},
              {"name": "nf4", "tool": "quantize", "options": {"blocksize": 32}}]}'
 for i in 1 2; do
-  delay=$($py -c "import random; print(round(random.uniform(0.3, 3.0), 2))")
-  "$pl" --config "$tmp/killed.json" "${q[@]}" >/dev/null 2>&1 &
-  pid=$!
-  sleep "$delay"
-  kill -9 $pid 2>/dev/null
-  wait $pid 2>/dev/null
+  kill_after 0.3 3.0 "$pl" --config "$tmp/killed.json" "${q[@]}"
   for st in pruned nf4; do complete_or_absent "$tmp/pk/$st" "pipeline-$st-killed-after-${delay}s"; done
   expect 0 "pipeline-rerun-after-kill-$i" -- "$pl" --config "$tmp/killed.json" "${q[@]}"
   for st in pruned nf4; do complete_or_absent "$tmp/pk/$st" "pipeline-$st-after-rerun"; done

@@ -137,6 +137,10 @@ case("st_offsets_wrap", {"model.safetensors": safetensors(wrap)})
 case("st_shape_wrap", {"model.safetensors": safetensors({"e": {"dtype": "F32", "shape": [0, 1 << 47, 1 << 47],
                                                                  "data_offsets": [0, 0]}})})
 
+# a tensor name of 100,000 characters with a terminal escape: quoted as a bounded prefix
+case("st_long_name", {"model.safetensors": safetensors({"\x1b[31m" + "A" * 100000: {"dtype": "F99", "shape": [1],
+                                                                                      "data_offsets": [0, 4]}}, b"\0" * 4)})
+
 # ---- packed weights ----------------------------------------------------------------------------
 import torch  # noqa: E402  (Debian's python3-torch; only for the tensors below)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))

@@ -17,6 +17,7 @@
 #include "llmc/core/metrics.h"
 #include "llmc/core/version.h"
 #include "llmc/io/json_file.h"
+#include "llmc/tokenizer/tokenizer.h"
 
 namespace llmc::cli {
 
@@ -114,6 +115,20 @@ nlohmann::json resolved_options(const CLI::App& app) {
   return o;
 }
 
+// An error message as shown: names and values in it may come from a hostile file, so it is
+// cut to a bounded length, made valid UTF-8 (metrics JSON needs it) and control characters
+// (terminal escapes) are replaced.
+std::string shown_message(const std::string& what) {
+  constexpr size_t kMax = 2000;
+  std::string s = tokenizer::sanitize_utf8(
+      what.size() > kMax ? what.substr(0, kMax) + "... (" + std::to_string(what.size() - kMax) + " more bytes)" : what);
+  for (char& c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n') || u == 0x7f) c = '?';
+  }
+  return s;
+}
+
 void print_summary(const std::string& tool, const nlohmann::json& metrics) {
   std::cout << tool << ": " << metrics.value("status", "ok") << "\n";
   for (auto it = metrics.begin(); it != metrics.end(); ++it) {
@@ -165,10 +180,11 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, cons
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   auto fail = [&](const llmc::Error& e, bool parsed) -> int {
-    std::cerr << tool << ": " << e.kind() << ": " << e.what() << std::endl;
+    const std::string message = shown_message(e.what());
+    std::cerr << tool << ": " << e.kind() << ": " << message << std::endl;
     if (parsed && !flags.metrics_out.empty()) {
       const nlohmann::json metrics =
-          wrap_metrics(tool, {{"error", e.what()}}, resolved_options(app), elapsed(),
+          wrap_metrics(tool, {{"error", message}}, resolved_options(app), elapsed(),
                        e.code() == ExitCode::kInterrupted ? "interrupted" : "failed");
       try {
         write_metrics_out(flags.metrics_out, metrics);

@@ -97,8 +97,7 @@ uint64_t parse_byte_size(const std::string& text) {
 
 std::string describe_json(const nlohmann::json& v) {
   if (v.is_string()) {
-    const std::string& s = v.get_ref<const std::string&>();
-    std::string shown = s.size() > 60 ? s.substr(0, 60) + "..." : s;
+    std::string shown = quote_prefix(v.get_ref<const std::string&>(), 60);
     for (char& c : shown) {
       if (static_cast<unsigned char>(c) < 0x20) c = '?';
     }
@@ -107,6 +106,10 @@ std::string describe_json(const nlohmann::json& v) {
   if (v.is_array()) return "an array of " + std::to_string(v.size()) + " items";
   if (v.is_object()) return "an object with " + std::to_string(v.size()) + " keys";
   return v.dump();  // number, boolean, null
+}
+
+std::string quote_prefix(const std::string& text, size_t max) {
+  return text.size() <= max ? text : text.substr(0, max) + "...";
 }
 
 }  // namespace llmc

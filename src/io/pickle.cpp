@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "llmc/core/error.h"
+#include "llmc/core/options.h"
 
 namespace llmc::io::pickle {
 
@@ -331,7 +332,7 @@ class Unpickler {
 
   ValuePtr global(const std::string& name, size_t at) {
     if (!allowed_global(name)) {
-      fail("forbidden global '" + name + "' (only tensor-rebuilding globals are allowed; nothing was executed)", at);
+      fail("forbidden global '" + quote_prefix(name) + "' (only tensor-rebuilding globals are allowed; nothing was executed)", at);
     }
     auto v = std::make_shared<Value>();
     v->kind = Kind::kGlobal;
@@ -426,7 +427,7 @@ class Unpickler {
       if (a.empty() || a[0]->kind != Kind::kTensor) fail(name + " without a tensor", at);
       return a[0];
     }
-    fail("global '" + name + "' is not callable here", at);
+    fail("global '" + quote_prefix(name) + "' is not callable here", at);
   }
 
   ValuePtr persistent(const ValuePtr& pid, size_t at) {

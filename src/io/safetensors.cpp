@@ -80,7 +80,7 @@ uint64_t read_u64_le(const uint8_t* p) {
 
 SafetensorsEntry parse_entry(const std::string& path, const std::string& name, const nlohmann::json& v) {
   auto bad = [&](const std::string& why) {
-    return InputError(path + ": tensor '" + name + "': " + why);
+    return InputError(path + ": tensor '" + quote_prefix(name) + "': " + why);
   };
   if (!v.is_object()) throw bad("header entry is not an object");
   SafetensorsEntry e;
@@ -152,11 +152,11 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const uint64_t buffer_bytes = size - 8 - n;  // 8 + n <= size was checked above
   for (const auto& e : sorted) {
     if (e.end > buffer_bytes) {
-      throw InputError(path + ": tensor '" + e.name + "': data_offsets end at " + std::to_string(e.end) +
+      throw InputError(path + ": tensor '" + quote_prefix(e.name) + "': data_offsets end at " + std::to_string(e.end) +
                        ", beyond the " + std::to_string(buffer_bytes) + " bytes of data in the file (truncated?)");
     }
     if (e.begin != expected_begin || e.end < e.begin) {
-      throw InputError(path + ": tensor '" + e.name + "': data_offsets [" + std::to_string(e.begin) + ", " +
+      throw InputError(path + ": tensor '" + quote_prefix(e.name) + "': data_offsets [" + std::to_string(e.begin) + ", " +
                        std::to_string(e.end) + "] expected to start at " + std::to_string(expected_begin) +
                        " (offsets must cover the buffer without gaps or overlaps)");
     }
@@ -168,18 +168,18 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       const uint64_t u = static_cast<uint64_t>(d);
       if (__builtin_mul_overflow(numel, u, &numel) || __builtin_mul_overflow(span, std::max<uint64_t>(u, 1), &span) ||
           span > (uint64_t{1} << 58)) {
-        throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " overflows");
+        throw InputError(path + ": tensor '" + quote_prefix(e.name) + "': shape " + shape_string(e.shape) + " overflows");
       }
     }
     if (numel > (uint64_t{1} << 58)) {
-      throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " overflows");
+      throw InputError(path + ": tensor '" + quote_prefix(e.name) + "': shape " + shape_string(e.shape) + " overflows");
     }
     const uint64_t nbits = numel * static_cast<uint64_t>(dt->bits);
     if (nbits % 8 != 0) {
-      throw InputError(path + ": tensor '" + e.name + "': " + std::to_string(nbits) + " bits is not a whole number of bytes");
+      throw InputError(path + ": tensor '" + quote_prefix(e.name) + "': " + std::to_string(nbits) + " bits is not a whole number of bytes");
     }
     if (e.end - e.begin != nbits / 8) {
-      throw InputError(path + ": tensor '" + e.name + "': shape " + shape_string(e.shape) + " x " + e.dtype + " needs " +
+      throw InputError(path + ": tensor '" + quote_prefix(e.name) + "': shape " + shape_string(e.shape) + " x " + e.dtype + " needs " +
                        std::to_string(nbits / 8) + " bytes, but data_offsets give " + std::to_string(e.end - e.begin));
     }
     expected_begin = e.end;
@@ -197,7 +197,7 @@ bool SafetensorsFile::contains(const std::string& name) const { return index_.co
 
 at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   auto it = index_.find(name);
-  if (it == index_.end()) throw InputError(path_ + ": no tensor named '" + name + "'");
+  if (it == index_.end()) throw InputError(path_ + ": no tensor named '" + quote_prefix(name) + "'");
   const SafetensorsEntry& e = entries_[it->second];
   const DtypeInfo* dt = find_dtype(e.dtype);
   if (dt->torch_type == c10::ScalarType::Undefined) {

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "llmc/core/error.h"
+#include "llmc/core/options.h"
 #include "llmc/io/json_file.h"
 #include "pickle.h"
 #include "zip_reader.h"
@@ -61,7 +62,7 @@ StateDict load_torch_checkpoint(const std::string& path) {
     const ZipRecord& r = zip.record(name);
     const uint64_t elem = c10::elementSize(dtype);
     if (static_cast<uint64_t>(numel) > r.size / elem) {
-      throw InputError(path + ": storage '" + key + "' declares " + std::to_string(numel) + " elements of " +
+      throw InputError(path + ": storage '" + quote_prefix(key) + "' declares " + std::to_string(numel) + " elements of " +
                        std::to_string(elem) + " bytes but its record holds " + std::to_string(r.size) + " bytes");
     }
     const auto options = at::TensorOptions().dtype(dtype);
@@ -90,7 +91,7 @@ StateDict load_torch_checkpoint(const std::string& path) {
   for (const auto& [k, v] : root->entries) {
     if (k->kind != pickle::Kind::kString) throw InputError(path + ": state_dict key is not a string");
     if (v->kind != pickle::Kind::kTensor) {
-      throw InputError(path + ": state_dict entry '" + k->s + "' is not a tensor");
+      throw InputError(path + ": state_dict entry '" + quote_prefix(k->s) + "' is not a tensor");
     }
     out[k->s] = v->tensor;
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "llmc/core/error.h"
+#include "llmc/core/options.h"
 
 namespace llmc::io {
 
@@ -72,12 +73,12 @@ ZipReader::ZipReader(const std::string& path) : path_(path), map_(std::make_shar
     const uint8_t* ex = d + pos + kCentralSize + name_len;
     for (uint64_t e = 0; e + 4 <= extra_len;) {
       const uint64_t id = le(ex + e, 2), len = le(ex + e + 2, 2);
-      if (e + 4 + len > extra_len) throw bad("extra field overruns in '" + name + "'");
+      if (e + 4 + len > extra_len) throw bad("extra field overruns in '" + quote_prefix(name) + "'");
       if (id == 0x0001) {
         uint64_t f = e + 4;
         auto next = [&](uint64_t& field) {
           if (field != 0xFFFFFFFF) return;
-          if (f + 8 > e + 4 + len) throw bad("short ZIP64 field in '" + name + "'");
+          if (f + 8 > e + 4 + len) throw bad("short ZIP64 field in '" + quote_prefix(name) + "'");
           field = le(ex + f, 8);
           f += 8;
         };
@@ -87,11 +88,11 @@ ZipReader::ZipReader(const std::string& path) : path_(path), map_(std::make_shar
       }
       e += 4 + len;
     }
-    if (method != 0) throw InputError(path_ + ": zip record '" + name + "' is compressed (method " + std::to_string(method) + "); torch.save writes stored records only");
-    if (comp != uncomp) throw bad("stored record '" + name + "' has different sizes");
-    if (local > size || size - local < kLocalSize || le(d + local, 4) != kLocalSig) throw bad("bad local header for '" + name + "'");
+    if (method != 0) throw InputError(path_ + ": zip record '" + quote_prefix(name) + "' is compressed (method " + std::to_string(method) + "); torch.save writes stored records only");
+    if (comp != uncomp) throw bad("stored record '" + quote_prefix(name) + "' has different sizes");
+    if (local > size || size - local < kLocalSize || le(d + local, 4) != kLocalSig) throw bad("bad local header for '" + quote_prefix(name) + "'");
     const uint64_t data_offset = local + kLocalSize + le(d + local + 26, 2) + le(d + local + 28, 2);
-    if (data_offset > size || comp > size - data_offset) throw bad("record '" + name + "' runs past the end of the file");
+    if (data_offset > size || comp > size - data_offset) throw bad("record '" + quote_prefix(name) + "' runs past the end of the file");
     if (i == 0) first_name_ = name;
     records_[name] = ZipRecord{data_offset, comp};
     pos += kCentralSize + name_len + extra_len + comment_len;
@@ -101,7 +102,7 @@ ZipReader::ZipReader(const std::string& path) : path_(path), map_(std::make_shar
 
 const ZipRecord& ZipReader::record(const std::string& name) const {
   auto it = records_.find(name);
-  if (it == records_.end()) throw InputError(path_ + ": zip archive has no record '" + name + "'");
+  if (it == records_.end()) throw InputError(path_ + ": zip archive has no record '" + quote_prefix(name) + "'");
   return it->second;
 }
 

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "llmc/core/error.h"
+#include "llmc/core/options.h"
 #include "llmc/io/state_dict.h"
 #include "llmc/core/logging.h"
 #include "llmc/io/hf_model_dir.h"
@@ -60,7 +61,7 @@ class WeightSource {
 
   void warn_unused() const {
     for (const auto& [k, v] : tensors_) {
-      if (!used_.count(k)) log_warn(dir_ + ": ignoring unused checkpoint tensor '" + k + "'");
+      if (!used_.count(k)) log_warn(dir_ + ": ignoring unused checkpoint tensor '" + quote_prefix(k) + "'");
     }
   }
 

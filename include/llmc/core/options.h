@@ -40,6 +40,9 @@ nlohmann::json option_value(const OptionField& field);
 // as written, arrays and objects by their size (never dumped whole).
 std::string describe_json(const nlohmann::json& value);
 
+// A name or value from a file for an error message: at most `max` bytes, "..." when cut.
+std::string quote_prefix(const std::string& text, size_t max = 80);
+
 // A size flag: "5GB" -> 5e9, "500MB", "10KiB", "123" (bytes). Throws UsageError.
 uint64_t parse_byte_size(const std::string& text);
 
