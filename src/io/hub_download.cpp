@@ -49,9 +49,10 @@ std::string token() {
   }
   std::string path = env_string("HF_TOKEN_PATH");
   if (path.empty()) path = (fs::path(hf_home_dir()) / "token").string();
-  std::ifstream in(path);
-  std::string t;
-  std::getline(in, t);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return "";
+  std::string t = read_file_head(path, 4096);  // a regular file only (never waits on a FIFO)
+  t = t.substr(0, t.find('\n'));
   while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
   return t;
 }
