@@ -8,9 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "llmc/core/error.h"
 
@@ -36,6 +34,30 @@ int open_regular_file(const std::string& path) {
   return fd;
 }
 
+namespace {
+
+// Reads up to n bytes (fewer at the end of the file) and closes fd.
+std::string read_and_close(int fd, size_t n, const std::string& path) {
+  std::string out(n, '\0');
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::read(fd, out.data() + done, n - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw InputError(path + ": read failed: " + std::strerror(err));
+    }
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  out.resize(done);
+  return out;
+}
+
+}  // namespace
+
 std::string read_text_file(const std::string& path, uint64_t max_bytes) {
   const int fd = open_regular_file(path);
   struct stat st {};
@@ -45,37 +67,12 @@ std::string read_text_file(const std::string& path, uint64_t max_bytes) {
     ::close(fd);
     throw InputError(path + ": " + std::to_string(size) + " bytes, more than the limit of " + std::to_string(max_bytes));
   }
-  std::string out;
-  out.resize(size);
-  uint64_t done = 0;
-  while (done < size) {
-    const ssize_t r = ::read(fd, out.data() + done, size - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      const int err = errno;
-      ::close(fd);
-      throw InputError(path + ": read failed" + (r < 0 ? std::string(": ") + std::strerror(err) : " (file shrank)"));
-    }
-    done += static_cast<uint64_t>(r);
-  }
-  ::close(fd);
+  std::string out = read_and_close(fd, static_cast<size_t>(size), path);
+  if (out.size() != size) throw InputError(path + ": read failed (the file shrank while it was read)");
   return out;
 }
 
-std::string read_file_head(const std::string& path, size_t n) {
-  const int fd = open_regular_file(path);
-  std::string head(n, '\0');
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::read(fd, head.data() + done, n - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    done += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  head.resize(done);
-  return head;
-}
+std::string read_file_head(const std::string& path, size_t n) { return read_and_close(open_regular_file(path), n, path); }
 
 namespace {
 
