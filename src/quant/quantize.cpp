@@ -162,7 +162,8 @@ std::vector<OptionField> option_fields(QuantizeOptions& o) {
   return {
       {"model_name_or_path", "model directory or hub id (offline cache)", &o.model_name_or_path, R::kInputModel, true},
       {"output_dir", "where the quantized model directory goes", &o.output_dir, R::kOutputDir, true},
-      {"quantization_method", "bitsandbytes | rtn", &o.quantization_method},
+      {"quantization_method", method_registry().joined_names() + " (each writes its own format; see the README)",
+       &o.quantization_method},
       {"quantization_bits", "bitsandbytes: 4 or 8; rtn: 2, 3, 4 or 8", &o.quantization_bits},
       {"bnb_4bit_quant_type", "nf4 | fp4", &o.bnb_4bit_quant_type},
       {"bnb_4bit_use_double_quant", "true | false: quantize the absmax too", &o.bnb_4bit_use_double_quant},
