@@ -1,7 +1,6 @@
 #include "checkpoint.h"
 
 #include <filesystem>
-#include <limits>
 #include <regex>
 
 #include "llmc/core/error.h"
@@ -32,8 +31,8 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const C
   const std::string path = (fs::path(output_dir) / ("checkpoint-" + std::to_string(step))).string();
   {
     io::ModelDirWriter out(path, io::ModelDirWriter::Place::kNewDirectory, /*overwrite=*/true);
-    for (const auto& [name, t] : ckpt.model) out.add_tensor(name, t);
-    out.finish_weights(std::numeric_limits<uint64_t>::max());
+    // Both are in memory and never sharded: written directly, not through a spill file.
+    out.write_safetensors("model.safetensors", ckpt.model);
     out.write_safetensors(kOptimizer, ckpt.optimizer);
     out.write_json("config.json", ckpt.config);
     out.copy_side_files(ckpt.tokenizer_dir);
