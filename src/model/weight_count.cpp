@@ -22,6 +22,15 @@ void WeightCount::add(const at::Tensor& values, bool decoder_linear, int64_t mem
   }
 }
 
+WeightCount& WeightCount::operator+=(const WeightCount& o) {
+  num_parameters += o.num_parameters;
+  nonzero_parameters += o.nonzero_parameters;
+  memory_footprint_bytes += o.memory_footprint_bytes;
+  linear_zeros += o.linear_zeros;
+  linear_total += o.linear_total;
+  return *this;
+}
+
 double WeightCount::sparsity() const {
   return linear_total > 0 ? static_cast<double>(linear_zeros) / static_cast<double>(linear_total) : 0.0;
 }

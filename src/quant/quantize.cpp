@@ -108,7 +108,9 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
     const int64_t compute_bytes = tensor.numel() * compute_elem;
     const bool decoder_linear = is_decoder_linear_weight(key, tensor);
     const std::string module = decoder_linear ? module_of(key) : "";
-    in_count.add(tensor, decoder_linear, compute_bytes);
+    model::WeightCount this_tensor;  // counted once, for the input and (left dense) the output
+    this_tensor.add(tensor, decoder_linear, compute_bytes);
+    in_count += this_tensor;
     if (decoder_linear && !skipped_by_user(module, o.skip_modules)) {
       at::Tensor w = tensor.to(c10::kFloat);
       auto packed = method.quantize(w, o);
@@ -122,7 +124,7 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
     } else {
       if (decoder_linear) dense_modules.push_back(module);
       out.add_tensor(key, tensor.to(c10::kHalf));
-      out_count.add(tensor, decoder_linear, compute_bytes);  // left dense: the input's values
+      out_count += this_tensor;  // left dense: the input's values
     }
     io::release_pages(tensor);
   }

@@ -24,6 +24,7 @@ struct WeightCount {
   // A tensor's values (for a packed weight: its dequantized values) held in `memory_bytes`
   // bytes (-1: its own numel * element size).
   void add(const at::Tensor& values, bool decoder_linear, int64_t memory_bytes = -1);
+  WeightCount& operator+=(const WeightCount& other);
   double sparsity() const;
   // {"path", "num_parameters", "disk_size_bytes", "memory_footprint_bytes", "sparsity"}: the
   // input / output block of a tool's metrics.json.
