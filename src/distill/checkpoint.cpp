@@ -89,6 +89,4 @@ io::StateDict read_optimizer_state(const std::string& dir) {
   return io::SafetensorsFile::open((fs::path(dir) / kOptimizer).string()).load_all();
 }
 
-void remove_stale_staging(const std::string& output_dir) { io::ModelDirWriter::remove_abandoned(output_dir); }
-
 }  // namespace llmc::distill

@@ -37,7 +37,4 @@ std::optional<std::string> resolve_checkpoint(const std::string& spec, const std
 nlohmann::json read_trainer_state(const std::string& dir);
 io::StateDict read_optimizer_state(const std::string& dir);
 
-// Leftovers of an interrupted write (staging folders) are removed.
-void remove_stale_staging(const std::string& output_dir);
-
 }  // namespace llmc::distill

@@ -364,7 +364,7 @@ nlohmann::json run_distill(const DistillOptions& o, const RunContext& ctx,
   }
   fs::create_directories(o.output_dir, ec);
   if (ec) throw ResourceError("cannot create " + o.output_dir + ": " + ec.message());
-  remove_stale_staging(o.output_dir);
+  io::ModelDirWriter::remove_abandoned(o.output_dir);  // staging left by killed runs
 
   // ---- Models.
   Student student;
