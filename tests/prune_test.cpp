@@ -136,9 +136,9 @@ TEST(Prune, CalibrationMethodsRunLayerByLayer) {
   o.output_dir = tmp / "act";
   o.pruning_method = "activation";
   o.pruning_ratio = 0.25;
-  o.calibration_file = test::fixture("eval.txt");
-  o.num_calibration_samples = 4;
-  o.calibration_seq_len = 32;
+  o.calibration.calibration_file = test::fixture("eval.txt");
+  o.calibration.num_calibration_samples = 4;
+  o.calibration.calibration_seq_len = 32;
   prune::run_prune(o, ctx, identity);
   auto before = model::load_causal_lm(dead, ctx);
   auto after = model::load_causal_lm(tmp / "act", ctx);
@@ -253,9 +253,9 @@ TEST(Prune, HiddenWidthShrinksEveryTiedWidth) {
   EXPECT_NO_THROW(model::load_causal_lm(tmp / "post", ctx));
   // Activation importance (one calibration pass) picks channels too.
   o.pruning_method = "activation";
-  o.calibration_file = test::fixture("eval.txt");
-  o.num_calibration_samples = 4;
-  o.calibration_seq_len = 32;
+  o.calibration.calibration_file = test::fixture("eval.txt");
+  o.calibration.num_calibration_samples = 4;
+  o.calibration.calibration_seq_len = 32;
   o.output_dir = tmp / "post-act";
   prune::run_prune(o, ctx, identity);
   EXPECT_EQ(io::read_json_file(tmp / "post-act/config.json")["hidden_size"].get<int64_t>(), 24);
@@ -280,13 +280,13 @@ TEST(Prune, RefusesBadOptions) {
   test::expect_error<UsageError>([&] { prune::validate(o); }, "unstructured pruning only");
   o.scope = "layer";
   o.pruning_method = "obs";
-  test::expect_error<UsageError>([&] { prune::validate(o); }, "supported: activation, magnitude, random, wanda");
+  test::expect_error<UsageError>([&] { prune::validate(o); }, "supported: activation, magnitude, random, sparsegpt, wanda");
   o.pruning_method = "wanda";
   test::expect_error<UsageError>([&] { prune::validate(o); }, "ranks single weights");
   o.pruning_type = "unstructured";
   test::expect_error<UsageError>([&] { prune::validate(o); }, "needs calibration data");
   o.pruning_method = "activation";
-  o.calibration_file = "x.txt";
+  o.calibration.calibration_file = "x.txt";
   test::expect_error<UsageError>([&] { prune::validate(o); }, "structured pruning only");
   o.pruning_type = "structured";
   o.pruning_method = "magnitude";

@@ -260,7 +260,7 @@ TEST(Gptq, PacksTheDocumentedLayout) {
   at::Tensor codes = at::zeros({8, 8}, at::TensorOptions().dtype(c10::kLong));
   for (int64_t i = 0; i < 8; ++i) codes.select(1, i).fill_(i);  // W[c, i] has code i
   at::Tensor g_idx = at::zeros({8}, at::TensorOptions().dtype(c10::kLong));
-  auto w = model::pack_gptq(codes, at::ones({1, 8}), g_idx, {4, -1});
+  auto w = model::pack_gptq(codes, at::ones({1, 8}), at::Tensor(), g_idx, {4, -1});
   auto sd = as_map(w->state_dict("p."));
   EXPECT_EQ(sd.at("p.qweight").sizes(), at::IntArrayRef({1, 8}));
   EXPECT_EQ(static_cast<uint32_t>(sd.at("p.qweight")[0][0].item<int32_t>()), 0x76543210u);
@@ -269,7 +269,7 @@ TEST(Gptq, PacksTheDocumentedLayout) {
   // 3 bits: 32 input channels with codes j % 8 fill three words.
   at::Tensor c3 = at::zeros({32, 32}, at::TensorOptions().dtype(c10::kLong));
   for (int64_t i = 0; i < 32; ++i) c3.select(1, i).fill_(i % 8);
-  auto w3 = model::pack_gptq(c3, at::ones({1, 32}), at::zeros({32}, c10::kLong), {3, -1});
+  auto w3 = model::pack_gptq(c3, at::ones({1, 32}), at::Tensor(), at::zeros({32}, c10::kLong), {3, -1});
   at::Tensor q3 = as_map(w3->state_dict("p.")).at("p.qweight");
   EXPECT_EQ(q3.sizes(), at::IntArrayRef({3, 32}));
   uint64_t stream[2] = {0, 0};  // expected 96-bit stream: value j at bits 3j
@@ -352,6 +352,6 @@ TEST(Quantize, WritesALoadableModelDirectory) {
   o.quantization_bits = 4;
   o.blocksize = 48;
   test::expect_error<UsageError>([&] { quant::validate(o); }, "power of two from 32 to 4096");
-  o.quantization_method = "awq";
-  test::expect_error<UsageError>([&] { quant::validate(o); }, "supported: bitsandbytes, rtn");
+  o.quantization_method = "hqq";
+  test::expect_error<UsageError>([&] { quant::validate(o); }, "supported: awq, bitsandbytes, gptq, rtn");
 }

@@ -16,6 +16,7 @@
 #include "llmc/io/state_dict.h"
 #include "llmc/core/logging.h"
 #include "llmc/io/hf_model_dir.h"
+#include "llmc/io/safetensors.h"
 #include "opt_factory.h"
 #include "opt_modules.h"
 
@@ -181,6 +182,66 @@ class OptCausalLM : public CausalLM {
     throw UsageError("no Linear named '" + linear + "'");
   }
 
+  LayerLayout layer_layout(int64_t i) const override {
+    if (i < 0 || i >= config_.num_hidden_layers) throw UsageError("layer_layout: no decoder layer " + std::to_string(i));
+    const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
+    const int64_t H = config_.hidden_size, F = config_.ffn_dim;
+    LayerLayout l;
+    for (const char* n : {"self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj"}) {
+      l.linears.push_back({p + n, n, H, H});
+    }
+    l.linears.push_back({p + "fc1", "fc1", F, H});
+    l.linears.push_back({p + "fc2", "fc2", H, F});
+    // AutoGPTQ's and GPTQModel's OPT order: [q, k, v] -> out_proj -> fc1 -> fc2.
+    l.sequential = {{p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"},
+                    {p + "self_attn.out_proj"},
+                    {p + "fc1"},
+                    {p + "fc2"}};
+    // AWQ's four OPT groups. Post-LN (do_layer_norm_before false, opt-350m): the norms come
+    // after the residual additions and also feed the residual stream, so dividing them by s
+    // changes the model; q/k/v and fc1 then read the residual stream.
+    const bool pre_ln = config_.do_layer_norm_before && config_.layer_norm_elementwise_affine;
+    const std::string post_ln = config_.layer_norm_elementwise_affine
+                                    ? "post-LN layer (do_layer_norm_before false): the norm also feeds the residual stream"
+                                    : "the LayerNorm has no weights to fold into";
+    ScaleGroup qkv{p + "self_attn_layer_norm", true, {p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"},
+                   true, pre_ln, pre_ln ? "" : post_ln};
+    ScaleGroup out{p + "self_attn.v_proj", false, {p + "self_attn.out_proj"}, false, true, ""};
+    ScaleGroup fc1{p + "final_layer_norm", true, {p + "fc1"}, false, pre_ln, pre_ln ? "" : post_ln};
+    const bool relu = config_.activation_function == "relu";
+    ScaleGroup fc2{p + "fc1", false, {p + "fc2"}, false, relu,
+                   relu ? "" : "activation " + config_.activation_function + " is not positively homogeneous"};
+    l.scale_groups = {qkv, out, fc1, fc2};
+    return l;
+  }
+
+  at::Tensor linear_weight(const std::string& linear) const override {
+    const LinearImpl& lin = find_linear(linear);
+    if (lin.packed) return lin.packed->dequantize();
+    return lin.weight.to(c10::kCPU, c10::kFloat).clone();
+  }
+
+  void install_linear(const std::string& linear, const at::Tensor& dense, std::shared_ptr<PackedWeight> packed) override {
+    LinearImpl& lin = find_linear(linear);
+    const int64_t out = lin.packed ? lin.packed->out_features() : lin.weight.size(0);
+    const int64_t in = lin.packed ? lin.packed->in_features() : lin.weight.size(1);
+    const bool fits = packed ? packed->out_features() == out && packed->in_features() == in
+                             : dense.dim() == 2 && dense.size(0) == out && dense.size(1) == in;
+    if (!fits) throw UsageError("install_linear: shape mismatch for " + linear);
+    at::NoGradGuard no_grad;
+    at::Tensor w = packed ? at::Tensor() : dense.to(device_, dtype_).contiguous().clone();
+    // A weight nobody else holds (a memory-mapped 16-bit one) leaves memory now.
+    if (packed && lin.weight.defined() && lin.weight.storage().use_count() == 1) io::release_pages(lin.weight);
+    lin.replace(std::move(packed), std::move(w));
+  }
+
+  at::Tensor parameter(const std::string& name) const override {
+    for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
+      if (item.key() == name) return item.value();
+    }
+    return at::Tensor();
+  }
+
   std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> packed_weights() const override {
     std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> out;
     for (const auto& item : module_->named_modules("", /*include_self=*/false)) {
@@ -189,6 +250,16 @@ class OptCausalLM : public CausalLM {
       }
     }
     return out;
+  }
+
+  LinearImpl& find_linear(const std::string& linear) const {
+    const std::string rel = linear.rfind("model.", 0) == 0 ? linear.substr(6) : linear;
+    for (const auto& item : module_->model->named_modules("", false)) {
+      if (item.key() != rel) continue;
+      if (auto* lin = item.value()->as<LinearImpl>()) return *lin;
+      break;
+    }
+    throw UsageError("no Linear named '" + quote_prefix(linear) + "'");
   }
 
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
@@ -236,18 +307,22 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const nlohmann::json& config_json, 
   const std::string vh = "vocab_size=" + std::to_string(V) + ", word_embed_proj_dim=" + std::to_string(E);
   const std::string hs = "hidden_size=" + std::to_string(H);
   const std::string hf = hs + ", ffn_dim=" + std::to_string(F);
+  const bool cpu_f32 = ctx.device.is_cpu() && ctx.dtype == c10::kFloat;
+  const bool keep_half = (config_json.contains("quantization_config") || ctx.keep_16bit_weights) && cpu_f32;
+  const bool keep_half_linears = ctx.keep_16bit_weights && cpu_f32;
+  const PackedLayout packed_format = packed_layout(config_json, config_path);
   auto linear = [&](const std::string& p, int64_t out, int64_t in, bool bias, const std::string& why) {
     at::Tensor b = bias ? w.take(p + ".bias", {out}, why) : at::Tensor();
     std::shared_ptr<PackedWeight> packed;
     try {
       packed = load_packed_weight(
           p + ".", [&](const std::string& n) { return w.has(n); }, [&](const std::string& n) { return w.take_raw(n); },
-          out, in);
+          out, in, packed_format);
     } catch (const InputError& e) {
       throw InputError(dir + ": " + e.what());
     }
     if (packed) return Linear(packed, b);
-    return Linear(w.take(p + ".weight", {out, in}, why), b);
+    return Linear(w.take(p + ".weight", {out, in}, why, keep_half_linears), b);
   };
   auto layer_norm = [&](const std::string& p) {
     if (!c.layer_norm_elementwise_affine) return LayerNorm(at::Tensor(), at::Tensor(), H);
@@ -259,7 +334,6 @@ std::unique_ptr<CausalLM> make_opt_causal_lm(const nlohmann::json& config_json, 
   // A quantized checkpoint stores the token embedding (= tied lm_head, the largest dense
   // matrix) in float16; on the CPU with float32 compute it stays float16 in memory and the
   // kernels convert it exactly on the fly (half the bytes to read per decoded token).
-  const bool keep_half = config_json.contains("quantization_config") && ctx.device.is_cpu() && ctx.dtype == c10::kFloat;
   parts.embed_tokens = Embedding(w.take(d + "embed_tokens.weight", {V, E}, vh, keep_half), ctx.dtype);
   parts.embed_positions = Embedding(w.take(d + "embed_positions.weight", {c.max_position_embeddings + 2, H},
                                            "max_position_embeddings=" + std::to_string(c.max_position_embeddings) +

@@ -87,6 +87,21 @@ LinearImpl::LinearImpl(std::shared_ptr<PackedWeight> p, at::Tensor b) : packed(s
   if (b.defined()) bias = register_parameter("bias", std::move(b), /*requires_grad=*/false);
 }
 
+void LinearImpl::replace(std::shared_ptr<PackedWeight> p, at::Tensor w) {
+  if (p) {
+    if (weight.defined()) {
+      parameters_.erase("weight");
+      weight = at::Tensor();
+    }
+    packed = std::move(p);
+  } else if (weight.defined()) {
+    weight.set_data(w);
+  } else {
+    weight = register_parameter("weight", std::move(w), /*requires_grad=*/false);
+    packed.reset();
+  }
+}
+
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
   if (observer) observer(x);
   if (!packed) {

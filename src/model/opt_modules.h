@@ -23,6 +23,9 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor bias;    // undefined when the layer has none
   std::shared_ptr<PackedWeight> packed;
   std::function<void(const at::Tensor&)> observer;  // sees the input when set (layer driver)
+  // Holds `p` from now on (a dense weight is dropped), or the dense `w` (float, on the
+  // module's device) when p is null.
+  void replace(std::shared_ptr<PackedWeight> p, at::Tensor w);
 };
 TORCH_MODULE(Linear);
 

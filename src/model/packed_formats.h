@@ -52,24 +52,50 @@ class Int8Weight : public PackedWeight {
 class GptqWeight : public PackedWeight {
  public:
   std::string format() const override { return "gptq"; }
+  std::string checkpoint_format() const override { return v2 ? "gptq_v2" : "gptq"; }
   int64_t out_features() const override { return out; }
   int64_t in_features() const override { return in; }
   at::Tensor matmul(const at::Tensor& x) const override;
   at::Tensor dequantize() const override;
   int64_t nbytes() const override { return qweight.numel() * 4 + qzeros.numel() * 4 + scales.numel() * 2 + g_idx.numel() * 4; }
   NamedTensors state_dict(const std::string& prefix) const override;
-  // Symmetric RTN with the same bits and group size (contiguous groups).
+  // RTN with the same bits, group size and symmetry (contiguous groups).
   std::unique_ptr<PackedWeight> requantize(const at::Tensor& weight) const override {
-    return quantize_rtn_gptq(weight, {bits, group_size == in ? -1 : group_size});
+    return quantize_rtn_gptq(weight, {bits, group_size == in ? -1 : group_size, sym});
   }
   at::Tensor codes() const;  // int64 [in, out], unpacked
+  at::Tensor zeros() const;  // int64 [groups, out], the zero points (v1's stored value + 1)
 
   int64_t bits{4}, group_size{128};
   int64_t out{0}, in{0};
+  bool v2{false};      // zero points stored as they are (gptq_v2) instead of minus one (v1)
+  bool sym{true};      // how requantize() fits new weights
   at::Tensor qweight;  // int32 [in*bits/32, out]
   at::Tensor qzeros;   // int32 [groups, out*bits/32]
   at::Tensor scales;   // float16 [groups, out]
   at::Tensor g_idx;    // int32 [in]
+};
+
+class AwqWeight : public PackedWeight {
+ public:
+  std::string format() const override { return "awq"; }
+  int64_t out_features() const override { return out; }
+  int64_t in_features() const override { return in; }
+  at::Tensor matmul(const at::Tensor& x) const override;
+  at::Tensor dequantize() const override;
+  int64_t nbytes() const override { return qweight.numel() * 4 + qzeros.numel() * 4 + scales.numel() * 2; }
+  NamedTensors state_dict(const std::string& prefix) const override;
+  std::unique_ptr<PackedWeight> requantize(const at::Tensor& weight) const override {
+    return quantize_awq_rtn(weight, group_size);
+  }
+  // Rows [r0, r1) of the float32 weight [out, in] into dst (the scalar reference the products use).
+  void dequantize_rows(int64_t r0, int64_t r1, float* dst) const;
+
+  int64_t group_size{128};
+  int64_t out{0}, in{0};
+  at::Tensor qweight;  // int32 [in, out/8]
+  at::Tensor qzeros;   // int32 [in/group, out/8]
+  at::Tensor scales;   // float16 [in/group, out]
 };
 
 }  // namespace llmc::model

@@ -1,6 +1,9 @@
-// GPTQ v1 checkpoint layout (docs/formats.md §6) and symmetric round-to-nearest codes in it.
+// The GPTQ checkpoint layout, v1 and v2 (docs/formats.md §6), GPTQ's quantizer, and
+// round-to-nearest codes in that layout.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/clamp.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
@@ -55,7 +58,7 @@ at::Tensor unpack_bits(const at::Tensor& packed, int64_t bits, int64_t n) {
 
 void check_packable(int64_t bits, int64_t group_size, int64_t out, int64_t in) {
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
-    throw UsageError("--quantization_bits for rtn: expected 2, 3, 4 or 8, found " + std::to_string(bits));
+    throw UsageError("the GPTQ layout holds 2, 3, 4 or 8-bit codes, not " + std::to_string(bits));
   }
   const int64_t group = 32 / std::gcd<int64_t>(32, bits);
   if (in % group != 0 || out % group != 0) {
@@ -73,11 +76,14 @@ void check_packable(int64_t bits, int64_t group_size, int64_t out, int64_t in) {
 
 at::Tensor GptqWeight::codes() const { return unpack_bits(qweight, bits, in); }
 
+at::Tensor GptqWeight::zeros() const {
+  return unpack_bits(qzeros.t().contiguous(), bits, out).t() + (v2 ? 0 : 1);  // v1 stores zero - 1
+}
+
 at::Tensor GptqWeight::dequantize() const {
-  at::Tensor zeros = unpack_bits(qzeros.t().contiguous(), bits, out).t() + 1;  // v1 stores zero - 1
   at::Tensor gi = g_idx.to(c10::kLong);
   at::Tensor s = scales.to(c10::kFloat).index_select(0, gi);        // [in, out]
-  at::Tensor z = zeros.to(c10::kFloat).index_select(0, gi);         // [in, out]
+  at::Tensor z = zeros().to(c10::kFloat).index_select(0, gi);       // [in, out]
   return (s * (codes().to(c10::kFloat) - z)).t().contiguous();      // [out, in]
 }
 
@@ -91,11 +97,12 @@ at::Tensor GptqWeight::matmul(const at::Tensor& x) const {
   at::Tensor y = at::empty({f.x2.size(0), out}, f.x2.options());
   at::Tensor gi = g_idx.to(c10::kLong);
   const int64_t words_per_group = group * bits / 32;
+  const int64_t offset = v2 ? 0 : 1;
   for (int64_t c0 = 0; c0 < out; c0 += tile) {
     const int64_t c1 = std::min(out, c0 + tile);
     at::Tensor q = unpack_bits(qweight.narrow(1, c0, c1 - c0), bits, in).to(c10::kFloat);  // [in, cols]
     at::Tensor zw = qzeros.narrow(1, c0 / group * words_per_group, (c1 - c0) / group * words_per_group);
-    at::Tensor z = (unpack_bits(zw.t().contiguous(), bits, c1 - c0).t() + 1).to(c10::kFloat);  // [groups, cols]
+    at::Tensor z = (unpack_bits(zw.t().contiguous(), bits, c1 - c0).t() + offset).to(c10::kFloat);  // [groups, cols]
     at::Tensor s = scales.narrow(1, c0, c1 - c0).to(c10::kFloat);
     at::Tensor w = s.index_select(0, gi) * (q - z.index_select(0, gi));  // [in, cols]
     y.narrow(1, c0, c1 - c0).copy_(at::mm(f.x2, w));
@@ -107,8 +114,8 @@ NamedTensors GptqWeight::state_dict(const std::string& prefix) const {
   return {{prefix + "qweight", qweight}, {prefix + "qzeros", qzeros}, {prefix + "scales", scales}, {prefix + "g_idx", g_idx}};
 }
 
-std::unique_ptr<PackedWeight> pack_gptq(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& g_idx,
-                                        const GptqOptions& o) {
+std::unique_ptr<PackedWeight> pack_gptq(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& zeros,
+                                        const at::Tensor& g_idx, const GptqOptions& o) {
   const int64_t out = codes.size(0), in = codes.size(1);
   check_packable(o.bits, o.group_size, out, in);
   auto w = std::make_unique<GptqWeight>();
@@ -116,13 +123,43 @@ std::unique_ptr<PackedWeight> pack_gptq(const at::Tensor& codes, const at::Tenso
   w->group_size = o.group_size == -1 ? in : o.group_size;
   w->out = out;
   w->in = in;
+  w->sym = o.sym;
+  w->v2 = !o.sym;
   w->qweight = pack_bits(codes.t().contiguous(), o.bits).contiguous();
-  const int64_t zero = (int64_t{1} << (o.bits - 1)) - 1;  // symmetric zero 2^(b-1), stored minus one
-  at::Tensor zeros = at::full({scales.size(0), out}, zero, at::TensorOptions().dtype(c10::kLong));
-  w->qzeros = pack_bits(zeros.t().contiguous(), o.bits).t().contiguous();
+  at::Tensor z = zeros.defined() ? zeros.to(c10::kLong)
+                                 : at::full({scales.size(0), out}, int64_t{1} << (o.bits - 1), at::TensorOptions().dtype(c10::kLong));
+  if (!w->v2) z = z - 1;  // v1 stores zero - 1 (a zero of 0 cannot be held: docs/formats.md §6)
+  w->qzeros = pack_bits(z.t().contiguous(), o.bits).t().contiguous();
   w->scales = scales.to(c10::kHalf).contiguous();
   w->g_idx = g_idx.to(c10::kInt).contiguous();
   return w;
+}
+
+QuantGrid gptq_grid(const at::Tensor& w, int64_t bits, bool sym) {
+  const double maxq = static_cast<double>((int64_t{1} << bits) - 1);
+  at::Tensor x = w.to(c10::kFloat);
+  at::Tensor xmin = at::clamp_max(std::get<0>(x.min(1)), 0.0);
+  at::Tensor xmax = at::clamp_min(std::get<0>(x.max(1)), 0.0);
+  if (sym) {
+    xmax = at::maximum(xmin.abs(), xmax);
+    xmin = at::where(xmin < 0, -xmax, xmin);
+  }
+  at::Tensor both_zero = (xmin == 0).logical_and(xmax == 0);
+  xmin = at::where(both_zero, at::full_like(xmin, -1.0), xmin);
+  xmax = at::where(both_zero, at::full_like(xmax, 1.0), xmax);
+  QuantGrid g;
+  g.scale = (xmax - xmin) / maxq;
+  g.zero = sym ? at::full_like(g.scale, (maxq + 1) / 2) : at::round(-xmin / g.scale);
+  return g;
+}
+
+at::Tensor grid_codes(const at::Tensor& w, const QuantGrid& g, int64_t bits) {
+  const double maxq = static_cast<double>((int64_t{1} << bits) - 1);
+  return at::clamp(at::round(w.to(c10::kFloat) / g.scale.unsqueeze(1)) + g.zero.unsqueeze(1), 0, maxq).to(c10::kLong);
+}
+
+at::Tensor grid_values(const at::Tensor& codes, const QuantGrid& g) {
+  return g.scale.unsqueeze(1) * (codes.to(c10::kFloat) - g.zero.unsqueeze(1));
 }
 
 std::unique_ptr<PackedWeight> quantize_rtn_gptq(const at::Tensor& weight, const GptqOptions& o) {
@@ -130,24 +167,19 @@ std::unique_ptr<PackedWeight> quantize_rtn_gptq(const at::Tensor& weight, const 
   check_packable(o.bits, o.group_size, out, in);
   const int64_t gs = o.group_size == -1 ? in : o.group_size;
   const int64_t groups = in / gs;
-  const double maxq = static_cast<double>((int64_t{1} << o.bits) - 1);
-  at::Tensor wg = weight.detach().to(c10::kCPU, c10::kFloat).reshape({out, groups, gs});
-  // The GPTQ quantizer, symmetric: range [-max|w|, max|w|] (or [0, max] when no weight is
-  // negative), all-zero groups get [-1, 1]; zero = (maxq + 1) / 2.
-  at::Tensor xmin = at::clamp_max(std::get<0>(wg.min(2)), 0.0);
-  at::Tensor xmax = at::clamp_min(std::get<0>(wg.max(2)), 0.0);
-  xmax = at::maximum(xmin.abs(), xmax);
-  xmin = at::where(xmin < 0, -xmax, xmin);
-  at::Tensor both_zero = (xmin == 0).logical_and(xmax == 0);
-  xmin = at::where(both_zero, at::full_like(xmin, -1.0), xmin);
-  xmax = at::where(both_zero, at::full_like(xmax, 1.0), xmax);
-  at::Tensor scale = (xmax - xmin) / maxq;  // [out, groups]
-  const double zero = (maxq + 1) / 2;
-  at::Tensor q = at::clamp(at::round(wg / scale.unsqueeze(2)) + zero, 0, maxq).reshape({out, in}).to(c10::kLong);
+  at::Tensor wg = weight.detach().to(c10::kCPU, c10::kFloat).reshape({out, groups, gs}).transpose(0, 1);  // [groups, out, gs]
+  std::vector<at::Tensor> codes, scales, zeros;
+  for (int64_t g = 0; g < groups; ++g) {
+    at::Tensor block = wg.select(0, g);
+    const QuantGrid grid = gptq_grid(block, o.bits, o.sym);
+    codes.push_back(grid_codes(block, grid, o.bits));
+    scales.push_back(grid.scale);
+    zeros.push_back(grid.zero);
+  }
   at::Tensor g_idx = at::arange(in, at::TensorOptions().dtype(c10::kLong)).div(gs, "floor");
   GptqOptions packed = o;
   packed.group_size = gs;
-  return pack_gptq(q, scale.t().contiguous(), g_idx, packed);
+  return pack_gptq(at::cat(codes, 1), at::stack(scales), o.sym ? at::Tensor() : at::stack(zeros), g_idx, packed);
 }
 
 }  // namespace llmc::model

@@ -77,11 +77,61 @@ std::unique_ptr<PackedWeight> load_bnb4(const std::string& p, const std::string&
   return w;
 }
 
+std::unique_ptr<PackedWeight> load_awq(const std::string& p, const std::function<at::Tensor(const std::string&)>& take,
+                                       int64_t out, int64_t in) {
+  auto w = std::make_unique<AwqWeight>();
+  w->out = out;
+  w->in = in;
+  w->qweight = take(p + "qweight").to(c10::kCPU).contiguous();
+  w->qzeros = take(p + "qzeros").to(c10::kCPU).contiguous();
+  w->scales = take(p + "scales").to(c10::kCPU).contiguous();
+  expect_dtype(w->qweight, c10::kInt, p + "qweight");
+  expect_dtype(w->qzeros, c10::kInt, p + "qzeros");
+  expect_dtype(w->scales, c10::kHalf, p + "scales");
+  if (out % 8 != 0 || w->qweight.sizes() != at::IntArrayRef({in, out / 8})) {
+    throw InputError("tensor '" + p + "qweight' has shape " + io::shape_string(w->qweight.sizes()) + ", expected [" +
+                     std::to_string(in) + ", " + std::to_string(out) + "/8] (AWQ GEMM)");
+  }
+  if (w->scales.dim() != 2 || w->scales.size(1) != out || w->scales.size(0) == 0 || in % w->scales.size(0) != 0) {
+    throw InputError("tensor '" + p + "scales' has shape " + io::shape_string(w->scales.sizes()));
+  }
+  w->group_size = in / w->scales.size(0);
+  if (w->qzeros.sizes() != at::IntArrayRef({w->scales.size(0), out / 8})) {
+    throw InputError("tensor '" + p + "qzeros' has shape " + io::shape_string(w->qzeros.sizes()) + ", expected " +
+                     io::shape_string({w->scales.size(0), out / 8}));
+  }
+  return w;
+}
+
 }  // namespace
+
+PackedLayout packed_layout(const nlohmann::json& config, const std::string& where) {
+  PackedLayout l;
+  if (!config.is_object() || !config.contains("quantization_config")) return l;
+  const auto qc = io::json_field<nlohmann::json>(config, "quantization_config", nlohmann::json::object(), where);
+  if (!qc.is_object()) throw InputError(where + ": quantization_config must be an object");
+  l.quant_method = io::json_field<std::string>(qc, "quant_method", "", where, "quantization_config");
+  // GPTQModel writes both names; optimum's older key is checkpoint_format, its newer one format.
+  l.checkpoint_format = io::json_field<std::string>(qc, "checkpoint_format", "", where, "quantization_config");
+  if (l.checkpoint_format.empty()) l.checkpoint_format = io::json_field<std::string>(qc, "format", "gptq", where, "quantization_config");
+  if (l.quant_method == "gptq" && l.checkpoint_format != "gptq" && l.checkpoint_format != "gptq_v2") {
+    throw InputError(where + ": quantization_config.checkpoint_format '" + l.checkpoint_format.substr(0, 40) +
+                     "' is not supported (gptq or gptq_v2)");
+  }
+  if (l.quant_method == "awq") {
+    const std::string version = io::json_field<std::string>(qc, "version", "gemm", where, "quantization_config");
+    const int64_t bits = io::json_field<int64_t>(qc, "bits", 4, where, "quantization_config");
+    if ((version != "gemm" && version != "GEMM") || bits != 4) {
+      throw InputError(where + ": AWQ version '" + version.substr(0, 40) + "' with " + std::to_string(bits) +
+                       " bits is not supported (4-bit gemm)");
+    }
+  }
+  return l;
+}
 
 std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std::function<bool(const std::string&)>& has,
                                                  const std::function<at::Tensor(const std::string&)>& take,
-                                                 int64_t out, int64_t in) {
+                                                 int64_t out, int64_t in, const PackedLayout& layout) {
   for (const char* type : {"nf4", "fp4"}) {
     if (has(p + "weight.quant_state.bitsandbytes__" + type)) return load_bnb4(p, type, has, take, out, in);
   }
@@ -104,8 +154,11 @@ std::unique_ptr<PackedWeight> load_packed_weight(const std::string& p, const std
     }
     return w;
   }
+  if (has(p + "qweight") && layout.quant_method == "awq") return load_awq(p, take, out, in);
   if (has(p + "qweight")) {
     auto w = std::make_unique<GptqWeight>();
+    w->v2 = layout.checkpoint_format == "gptq_v2";
+    w->sym = !w->v2;
     w->out = out;
     w->in = in;
     w->qweight = take(p + "qweight").contiguous();

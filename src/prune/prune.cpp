@@ -30,11 +30,12 @@
 #include "llmc/io/model_dir_writer.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/model/causal_lm.h"
-#include "llmc/model/layer_driver.h"
+#include "llmc/calib/calibration.h"
 #include "llmc/model/opt_config.h"
 #include "llmc/model/packed_weight.h"
 #include "llmc/model/weight_count.h"
 #include "llmc/prune/masks.h"
+#include "sparsegpt.h"
 #include "llmc/tokenizer/tokenizer.h"
 
 namespace llmc::prune {
@@ -45,54 +46,98 @@ namespace {
 
 // ---------------------------------------------------------------- methods (a registry)
 
-// Calibration statistics of a Linear's input features (sums over calibration tokens).
-struct InputStats {
-  at::Tensor sum_sq;   // [in] sum of x^2 (Wanda's ||X_j||^2)
-  at::Tensor sum_abs;  // [in] sum of |x| (activation importance of the neuron feeding input j)
-  int64_t tokens{0};
+// What a Linear's pruning asks for: unstructured (a fraction per Linear or per row) or N:M.
+struct Sparsity {
+  double ratio{0.0};
+  int64_t keep_n{0}, group_m{0};  // N:M when group_m > 0
+  double damp_percent{0.01};
 };
 
 struct Method {
   bool needs_calibration{false};
-  bool per_row{false};  // compare within each output row (Wanda) instead of the whole layer
-  // Importance of each weight of a Linear ([out, in]); null when the method does not rank weights.
-  std::function<at::Tensor(const at::Tensor& w, const InputStats* stats, at::Generator& gen)> weight_scores;
+  calib::Collect collect;  // the statistics it reads (the Hessian is always gathered)
+  // Importance of each weight of a Linear ([out, in]) for one threshold over the whole model
+  // (--scope global); null when the method does not rank weights globally.
+  std::function<at::Tensor(const at::Tensor& w, const calib::LinearStats* stats, at::Generator& gen)> weight_scores;
+  // Prunes one Linear (float32 [out, in]); null when the method does not prune single weights.
+  std::function<at::Tensor(const at::Tensor& w, const calib::LinearStats* stats, const Sparsity& sp, at::Generator& gen)>
+      prune_linear;
   // Importance of each FFN neuron j from fc1 row j (+ bias j), fc2 column j and fc2's input
   // statistics; null when the method does not rank neurons.
   std::function<at::Tensor(const at::Tensor& fc1_w, const at::Tensor& fc1_b, const at::Tensor& fc2_w,
-                           const InputStats* fc2_stats, at::Generator& gen)>
+                           const calib::LinearStats* fc2_stats, at::Generator& gen)>
       neuron_scores;
 };
 
 at::Tensor random_like(const at::Tensor& t, at::Generator& gen) { return at::rand(t.sizes(), gen, t.options()); }
 
-at::Tensor magnitude_weights(const at::Tensor& w, const InputStats*, at::Generator&) { return w.abs(); }
-at::Tensor random_weights(const at::Tensor& w, const InputStats*, at::Generator& gen) { return random_like(w, gen); }
+at::Tensor magnitude_weights(const at::Tensor& w, const calib::LinearStats*, at::Generator&) { return w.abs(); }
+at::Tensor random_weights(const at::Tensor& w, const calib::LinearStats*, at::Generator& gen) { return random_like(w, gen); }
 // Wanda: |W_ij| * ||X_j||_2 over the calibration tokens.
-at::Tensor wanda_weights(const at::Tensor& w, const InputStats* s, at::Generator&) {
+at::Tensor wanda_weights(const at::Tensor& w, const calib::LinearStats* s, at::Generator&) {
   return w.abs() * s->sum_sq.sqrt().to(c10::kFloat).unsqueeze(0);
 }
-at::Tensor magnitude_neurons(const at::Tensor& f1, const at::Tensor& b1, const at::Tensor& f2, const InputStats*,
+at::Tensor magnitude_neurons(const at::Tensor& f1, const at::Tensor& b1, const at::Tensor& f2, const calib::LinearStats*,
                              at::Generator&) {
   at::Tensor sq = f1.pow(2).sum(1) + f2.pow(2).sum(0);
   if (b1.defined()) sq = sq + b1.pow(2);
   return sq.sqrt();  // L2 norm of the neuron's weights
 }
-at::Tensor random_neurons(const at::Tensor& f1, const at::Tensor&, const at::Tensor&, const InputStats*, at::Generator& gen) {
+at::Tensor random_neurons(const at::Tensor& f1, const at::Tensor&, const at::Tensor&, const calib::LinearStats*,
+                          at::Generator& gen) {
   return at::rand({f1.size(0)}, gen, f1.options());
 }
 // Mean |activation| of each neuron (fc2's input) over the calibration tokens.
-at::Tensor activation_neurons(const at::Tensor&, const at::Tensor&, const at::Tensor&, const InputStats* s, at::Generator&) {
-  return (s->sum_abs / static_cast<double>(std::max<int64_t>(1, s->tokens))).to(c10::kFloat);
+at::Tensor activation_neurons(const at::Tensor&, const at::Tensor&, const at::Tensor&, const calib::LinearStats* s,
+                              at::Generator&) {
+  return s->mean_abs();
+}
+
+// A method that ranks weights: the mask keeps the highest scores (per row when `per_row`,
+// else over the Linear; N:M per group of M inputs).
+template <class Scores>
+auto by_scores(Scores scores, bool per_row) {
+  return [scores, per_row](const at::Tensor& w, const calib::LinearStats* st, const Sparsity& sp, at::Generator& gen) {
+    const at::Tensor sc = scores(w, st, gen);
+    at::Tensor keep;
+    if (sp.group_m > 0) {
+      keep = n_of_m_mask(sc, sp.keep_n, sp.group_m);
+    } else if (per_row) {
+      keep = lowest_fraction_mask_per_row(sc, sp.ratio);
+    } else {
+      keep = lowest_fraction_mask(sc, sp.ratio);
+    }
+    return w * keep;
+  };
+}
+
+// SparseGPT: the OBS-updated weights with its own block-wise mask.
+at::Tensor sparsegpt_linear(const at::Tensor& w, const calib::LinearStats* st, const Sparsity& sp, at::Generator&) {
+  SparseGptSettings s;
+  s.sparsity = sp.ratio;
+  s.keep_n = sp.keep_n;
+  s.group_m = sp.group_m;
+  s.damp_percent = sp.damp_percent;
+  SparseGptResult r = sparsegpt_prune(w, st->hessian, s);
+  if (r.damp_retries > 0) log_warn("SparseGPT: dampening raised to " + std::to_string(r.damp_used) + " to invert a Hessian");
+  return r.weight;
+}
+
+calib::Collect collecting(bool sum_sq, bool sum_abs) {
+  calib::Collect c;
+  c.sum_sq = sum_sq;
+  c.sum_abs = sum_abs;
+  return c;
 }
 
 const Registry<Method>& method_registry() {
   static const Registry<Method> registry = [] {
     Registry<Method> r("pruning method");
-    r.add("magnitude", Method{false, false, magnitude_weights, magnitude_neurons});
-    r.add("random", Method{false, false, random_weights, random_neurons});
-    r.add("wanda", Method{true, true, wanda_weights, nullptr});
-    r.add("activation", Method{true, false, nullptr, activation_neurons});
+    r.add("magnitude", Method{false, {}, magnitude_weights, by_scores(magnitude_weights, false), magnitude_neurons});
+    r.add("random", Method{false, {}, random_weights, by_scores(random_weights, false), random_neurons});
+    r.add("wanda", Method{true, collecting(true, false), nullptr, by_scores(wanda_weights, true), nullptr});
+    r.add("activation", Method{true, collecting(false, true), nullptr, nullptr, activation_neurons});
+    r.add("sparsegpt", Method{true, {}, nullptr, sparsegpt_linear, nullptr});
     return r;
   }();
   return registry;
@@ -146,11 +191,6 @@ double perplexity_of(const std::string& dir, const std::string& eval_file, int64
   return eval::perplexity(*lm, tok->encode(text, true), max_length, 1, ctx).perplexity;
 }
 
-// The calibration token ids of --calibration_file, tokenized like the model's text.
-std::vector<int64_t> calibration_ids(const std::string& dir, const PruneOptions& o) {
-  return tokenizer::load_tokenizer(dir)->encode(eval::read_eval_text(o.calibration_file), true);
-}
-
 // Sum of |x| per feature of a [..., n] tensor, in float64 on the CPU.
 at::Tensor abs_sum(const at::Tensor& x) { return x.reshape({-1, x.size(-1)}).to(c10::kCPU, c10::kDouble).abs().sum(0); }
 
@@ -165,7 +205,8 @@ struct HiddenActivations {
 HiddenActivations hidden_activations(const std::string& dir, const PruneOptions& o, const RunContext& ctx,
                                      at::Generator& gen) {
   auto lm = model::load_causal_lm(dir, ctx);
-  model::LayerDriver driver(*lm, calibration_ids(dir, o), o.num_calibration_samples, o.calibration_seq_len, gen);
+  const int64_t T = calib::sample_length(o.calibration, lm->info().max_positions);
+  calib::LayerDriver driver(*lm, calib::calibration_ids(o.calibration, dir, T), o.calibration.num_calibration_samples, T, gen);
   HiddenActivations a;
   c10::InferenceMode guard;
   for (int64_t i = 0; i < driver.num_layers(); ++i) {
@@ -321,19 +362,24 @@ void validate(const PruneOptions& o) {
     throw UsageError("--pruning_method " + o.pruning_method + " ranks single weights; structured pruning ranks neurons "
                      "with magnitude, activation or random");
   }
-  if (o.pruning_type != "structured" && !method.weight_scores) {
+  if (o.pruning_type != "structured" && !method.prune_linear) {
     throw UsageError("--pruning_method " + o.pruning_method + " ranks FFN neurons (structured pruning only); "
-                     "weights are ranked by magnitude, wanda or random");
+                     "weights are pruned by magnitude, wanda, sparsegpt or random");
   }
-  if (method.needs_calibration && o.calibration_file.empty()) {
+  if (o.scope == "global" && !method.weight_scores) {
+    throw UsageError("--scope global needs every layer's scores at once; " + o.pruning_method +
+                     " prunes layer by layer (use --scope layer)");
+  }
+  if (method.needs_calibration && o.calibration.calibration_file.empty()) {
     throw UsageError("--pruning_method " + o.pruning_method + " needs calibration data: pass --calibration_file");
   }
   if (method.needs_calibration && o.scope == "global") {
     throw UsageError("--scope global needs every layer's scores at once; " + o.pruning_method +
                      " prunes layer by layer (use --scope layer)");
   }
-  if (o.num_calibration_samples < 1 || o.calibration_seq_len < 2) {
-    throw UsageError("--num_calibration_samples must be >= 1 and --calibration_seq_len >= 2");
+  calib::validate(o.calibration);
+  if (!(o.damp_percent >= 0.0 && o.damp_percent < 1.0)) {
+    throw UsageError("--damp_percent must be in [0, 1), found " + std::to_string(o.damp_percent));
   }
   const auto& types = pruning_types();
   if (std::find(types.begin(), types.end(), o.pruning_type) == types.end()) {
@@ -438,51 +484,65 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     config["ffn_dim"] = kept_neurons;
   }
 
-  // Prunes layer i's Linears in `slots`; returns the float weights a running model should
-  // now use (structured: removed neurons as zero fc2 columns, same shapes).
-  auto prune_layer = [&](int64_t i, const std::map<std::string, InputStats>* stats) {
-    std::map<std::string, at::Tensor> updated;
-    auto stats_of = [&](const LinearSlot& s) -> const InputStats* {
-      if (stats == nullptr) return nullptr;
-      auto it = stats->find(s.prefix.substr(0, s.prefix.size() - 1));
-      return it == stats->end() ? nullptr : &it->second;
-    };
-    if (o.pruning_type == "structured") {
-      LinearSlot& fc1 = slots[static_cast<size_t>(i * 6 + 4)];
-      LinearSlot& fc2 = slots[static_cast<size_t>(i * 6 + 5)];
-      const std::string bias_name = fc1.prefix + "bias";
-      at::Tensor b1 = has(bias_name) ? take(bias_name).to(c10::kFloat) : at::Tensor();
-      const auto keep = top_indices(method.neuron_scores(fc1.weight, b1, fc2.weight, stats_of(fc2), gen), kept_neurons);
-      const at::Tensor idx = at::tensor(keep);
-      at::Tensor zeroed = at::zeros_like(fc2.weight);
-      zeroed.index_copy_(1, idx, fc2.weight.index_select(1, idx));
-      updated[fc2.prefix] = zeroed;
-      fc1.weight = fc1.weight.index_select(0, idx).contiguous();
-      fc2.weight = fc2.weight.index_select(1, idx).contiguous();
-      if (b1.defined()) narrowed[bias_name] = take(bias_name).index_select(0, idx).contiguous();
-      return updated;
-    }
-    for (int64_t k = 0; k < 6; ++k) {
-      LinearSlot& s = slots[static_cast<size_t>(i * 6 + k)];
-      const at::Tensor scores = method.weight_scores(s.weight, stats_of(s), gen);
-      at::Tensor keep;
-      if (o.pruning_type == "semi_structured") {
-        if (s.weight.size(1) % nm.second != 0) {
-          throw UsageError("N:M pattern " + o.sparsity_pattern + " needs input widths divisible by " +
-                           std::to_string(nm.second) + "; '" + s.prefix + "weight' has " + std::to_string(s.weight.size(1)));
-        }
-        keep = n_of_m_mask(scores, nm.first, nm.second);
-      } else if (method.per_row) {
-        keep = lowest_fraction_mask_per_row(scores, o.pruning_ratio);
-      } else {
-        keep = lowest_fraction_mask(scores, o.pruning_ratio);
+  std::string state_dir;  // kept layers of a calibrated run, removed once the output is committed
+  Sparsity spec;
+  spec.ratio = o.pruning_ratio;
+  spec.damp_percent = o.damp_percent;
+  if (o.pruning_type == "semi_structured") {
+    spec.keep_n = nm.first;
+    spec.group_m = nm.second;
+    for (const auto& s : slots) {
+      if (s.weight.size(1) % nm.second != 0) {
+        throw UsageError("N:M pattern " + o.sparsity_pattern + " needs input widths divisible by " + std::to_string(nm.second) +
+                         "; '" + s.prefix + "weight' has " + std::to_string(s.weight.size(1)));
       }
-      s.weight.mul_(keep);
-      updated[s.prefix] = s.weight;
     }
-    return updated;
+  }
+  // Layer i's whole FFN neurons: fc1 rows and fc2 columns go (the slots narrow; a running
+  // model keeps its shapes with the removed fc2 columns zero). Returns the kept indices.
+  auto prune_neurons = [&](int64_t i, const calib::LinearStats* fc2_stats) {
+    LinearSlot& fc1 = slots[static_cast<size_t>(i * 6 + 4)];
+    LinearSlot& fc2 = slots[static_cast<size_t>(i * 6 + 5)];
+    const std::string bias_name = fc1.prefix + "bias";
+    at::Tensor b1 = has(bias_name) ? take(bias_name).to(c10::kFloat) : at::Tensor();
+    return at::tensor(top_indices(method.neuron_scores(fc1.weight, b1, fc2.weight, fc2_stats, gen), kept_neurons));
+  };
+  auto narrow_neurons = [&](int64_t i, const at::Tensor& idx) {
+    LinearSlot& fc1 = slots[static_cast<size_t>(i * 6 + 4)];
+    LinearSlot& fc2 = slots[static_cast<size_t>(i * 6 + 5)];
+    const std::string bias_name = fc1.prefix + "bias";
+    fc1.weight = fc1.weight.index_select(0, idx).contiguous();
+    fc2.weight = fc2.weight.index_select(1, idx).contiguous();
+    if (has(bias_name)) narrowed[bias_name] = take(bias_name).index_select(0, idx).contiguous();
   };
 
+  // The layer-wise form on the shared calibration layer: the statistics of layer i's inputs
+  // (from the pruned layers before it), then the method, then the pruned layer runs to make
+  // the next layer's inputs. Methods without calibration take it too when given a calibration
+  // file: their output error is then measured the same way.
+  class PruneLayers : public calib::LayerMethod {
+   public:
+    using Fn = std::function<void(calib::LayerJob&)>;
+    using Restore = std::function<void(int64_t, const std::map<std::string, at::Tensor>&)>;
+    PruneLayers(calib::Collect c, Fn fn, Restore restore) : c_(c), fn_(std::move(fn)), restore_(std::move(restore)) {}
+    calib::Collect collect() const override { return c_; }
+    bool true_sequential() const override { return false; }  // one pass per layer, as Wanda and SparseGPT publish
+    calib::Compressed compress(const std::string&, const at::Tensor& w, const calib::LinearStats&) override {
+      calib::Compressed c;
+      c.dense = w;
+      return c;
+    }
+    void compress_layer(calib::LayerJob& job) override { fn_(job); }
+    void restored(int64_t i, const std::map<std::string, at::Tensor>& extras) override { restore_(i, extras); }
+
+   private:
+    calib::Collect c_;
+    Fn fn_;
+    Restore restore_;
+  };
+
+  const bool layerwise = o.pruning_type != "structured" ? o.scope == "layer" : o.structure == "ffn";
+  nlohmann::json calibration = nullptr;
   if (o.pruning_type == "structured" && o.structure == "hidden") {
     HiddenActivations acts;
     if (method.needs_calibration) acts = hidden_activations(dir, o, ctx, gen);
@@ -492,35 +552,87 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     for (auto& s : slots) scores.push_back(method.weight_scores(s.weight, nullptr, gen));
     const auto masks = global_lowest_fraction_masks(scores, o.pruning_ratio);
     for (size_t i = 0; i < slots.size(); ++i) slots[i].weight.mul_(masks[i]);
-  } else if (!method.needs_calibration) {
-    for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) prune_layer(i, nullptr);
-  } else {
-    // The layer driver: inputs of layer i for the calibration samples -> statistics -> prune
-    // -> run the pruned layer to get the inputs of layer i + 1. Memory: one layer's
-    // activations.
-    auto lm = model::load_causal_lm(dir, ctx);
-    model::LayerDriver driver(*lm, calibration_ids(dir, o), o.num_calibration_samples, o.calibration_seq_len, gen);
-    Progress layers_progress("calibrated layers", cfg.num_hidden_layers, ctx.progress, "layer");
+  } else if (!method.needs_calibration && o.calibration.calibration_file.empty()) {
     for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
-      ctx.check_cancelled();
-      std::map<std::string, InputStats> stats;
-      auto observe = [&](const std::string& name, const at::Tensor& x) {
-        at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(c10::kCPU, c10::kDouble);
-        InputStats& st = stats[name];
-        if (!st.sum_sq.defined()) {
-          st.sum_sq = at::zeros({x2.size(1)}, x2.options());
-          st.sum_abs = at::zeros({x2.size(1)}, x2.options());
-        }
-        st.sum_sq.add_(x2.pow(2).sum(0));
-        st.sum_abs.add_(x2.abs().sum(0));
-        st.tokens += x2.size(0);
-      };
-      driver.observe(observe);
-      for (const auto& [prefix, w] : prune_layer(i, &stats)) lm->set_linear_weight(prefix.substr(0, prefix.size() - 1), w);
-      driver.advance();  // the pruned layer makes the next layer's inputs
-      layers_progress.advance();
+      if (o.pruning_type == "structured") {
+        narrow_neurons(i, prune_neurons(i, nullptr));
+        continue;
+      }
+      for (int64_t k = 0; k < 6; ++k) {
+        LinearSlot& s = slots[static_cast<size_t>(i * 6 + k)];
+        s.weight = method.prune_linear(s.weight, nullptr, spec, gen);
+      }
     }
-    layers_progress.finish();
+  } else if (layerwise) {
+    auto lm = model::load_causal_lm(dir, ctx);
+    const int64_t T = calib::sample_length(o.calibration, lm->info().max_positions);
+    const std::vector<int64_t> ids = calib::calibration_ids(o.calibration, dir, T);
+    calib::LayerDriver driver(*lm, ids, o.calibration.num_calibration_samples, T, gen);
+    auto slot_of = [&](const std::string& linear) -> LinearSlot& {
+      for (auto& s : slots) {
+        if (s.prefix == linear + ".") return s;
+      }
+      throw Error("prune: no slot for " + linear);
+    };
+    // What the running model holds: a quantized input keeps its packing (re-quantized).
+    auto as_model_holds = [&](const LinearSlot& s, const at::Tensor& w) {
+      calib::Compressed c;
+      if (s.packed) {
+        c.packed = s.packed->requantize(w);
+      } else {
+        c.dense = w;
+      }
+      return c;
+    };
+    PruneLayers layers(
+        method.collect,
+        [&](calib::LayerJob& job) {
+          std::vector<std::string> names;
+          for (const auto& l : job.layout().linears) names.push_back(l.name);
+          auto stats = job.collect(names, method.collect);
+          if (o.pruning_type == "structured") {
+            LinearSlot& fc2 = slots[static_cast<size_t>(job.layer() * 6 + 5)];
+            const std::string name = fc2.prefix.substr(0, fc2.prefix.size() - 1);
+            const at::Tensor idx = prune_neurons(job.layer(), &stats.at(name));
+            at::Tensor zeroed = at::zeros_like(fc2.weight);
+            zeroed.index_copy_(1, idx, fc2.weight.index_select(1, idx));
+            job.install(name, as_model_holds(fc2, zeroed), fc2.weight, stats.at(name));
+            narrow_neurons(job.layer(), idx);
+            job.save_extra("kept_neurons", idx);
+            return;
+          }
+          for (const auto& name : names) {
+            LinearSlot& s = slot_of(name);
+            const at::Tensor before = s.weight;
+            s.weight = method.prune_linear(s.weight, &stats.at(name), spec, gen);
+            job.install(name, as_model_holds(s, s.weight), before, stats.at(name));
+          }
+        },
+        [&](int64_t i, const std::map<std::string, at::Tensor>& extras) {
+          if (o.pruning_type == "structured") {
+            narrow_neurons(i, extras.at("kept_neurons"));
+            return;
+          }
+          for (const auto& l : lm->layer_layout(i).linears) slot_of(l.name).weight = lm->linear_weight(l.name);
+        });
+    calib::LayerwiseOptions lo;
+    lo.state_dir = calib::state_dir_for(o.output_dir);
+    nlohmann::json opts = nlohmann::json::object();
+    PruneOptions copy = o;
+    for (const auto& f : option_fields(copy)) opts[f.name] = option_value(f);
+    lo.fingerprint = {{"tool", "prune"}, {"input", dir}, {"options", opts}, {"seed", ctx.seed},
+                      {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}};
+    state_dir = lo.state_dir;
+    const calib::LayerwiseResult result = calib::run_layerwise(*lm, driver, layers, lo, ctx);
+    calibration = {{"file", o.calibration.calibration_file},
+                   {"samples", o.calibration.num_calibration_samples},
+                   {"seq_len", T},
+                   {"tokens", static_cast<int64_t>(ids.size())},
+                   {"mean_output_error", result.mean_output_error()},
+                   {"resumed_layers", result.resumed_layers},
+                   {"per_layer", result.layers}};
+  } else {
+    throw UsageError("--calibration_file is not used by " + o.pruning_type + " pruning with --scope " + o.scope);
   }
 
   // Write: non-linear tensors as they were (narrowed where structured), linears dense in their
@@ -579,6 +691,15 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   m["disk_size_bytes_before"] = io::directory_size_bytes(dir);
   m["disk_size_bytes_after"] = out.staged_bytes();
   m["linears"] = per_linear;
+  if (!calibration.is_null()) {
+    for (const auto& l : calibration["per_layer"]) {
+      for (const auto& [name, v] : l.at("linears").items()) {
+        if (m["linears"].contains(name)) m["linears"][name]["output_error"] = v.at("output_error");
+      }
+    }
+    m["calibration"] = calibration;
+    m["mean_output_error"] = calibration["mean_output_error"];
+  }
   if (!o.eval_file.empty()) {
     m["perplexity_before"] = perplexity_of(dir, o.eval_file, o.eval_max_length, ctx);
     m["perplexity_after"] = perplexity_of(out.staging(), o.eval_file, o.eval_max_length, ctx);
@@ -586,31 +707,33 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
   m["input"] = before.block(dir, m["disk_size_bytes_before"].get<uint64_t>());
   m["output"] = after.block(out.final_dir(), m["disk_size_bytes_after"].get<uint64_t>());
   out.commit("metrics.json", decorate(m));
+  if (!state_dir.empty()) calib::remove_state(state_dir);
   log_info("wrote " + out.final_dir());
   return m;
 }
 
 std::vector<OptionField> option_fields(PruneOptions& o) {
   using R = OptionField::Role;
-  return {
+  std::vector<OptionField> all = {
       {"model_path", "model directory or hub id (quantized inputs are re-quantized)", &o.model_path, R::kInputModel, true},
       {"output_dir", "where the pruned model directory goes", &o.output_dir, R::kOutputDir, true},
       {"pruning_ratio", "fraction to remove, in (0, 1)", &o.pruning_ratio},
       {"pruning_method",
-       "magnitude | random | wanda (|w| x input norm, per output row; needs calibration) | activation (structured: mean "
-       "|activation| of the neuron; needs calibration)",
+       "magnitude | random | wanda (|w| x input norm, per output row; needs calibration) | sparsegpt (OBS updates of the "
+       "kept weights; needs calibration) | activation (structured: mean |activation| of the neuron; needs calibration)",
        &o.pruning_method},
       {"pruning_type", "structured (FFN neurons) | unstructured | semi_structured", &o.pruning_type},
       {"sparsity_pattern", "N:M for semi_structured (2:4, 4:8)", &o.sparsity_pattern},
       {"scope", "layer (same ratio per Linear) | global (one threshold; unstructured)", &o.scope},
       {"structure", "structured: ffn (FFN neurons) | hidden (hidden_size)", &o.structure},
-      {"calibration_file", "text for the calibration-based methods", &o.calibration_file},
-      {"num_calibration_samples", "calibration sequences (sampled with --seed)", &o.num_calibration_samples},
-      {"calibration_seq_len", "tokens per calibration sequence", &o.calibration_seq_len},
+      {"damp_percent", "sparsegpt: dampening as a fraction of the Hessian's mean diagonal, in [0, 1)", &o.damp_percent},
       {"eval_file", "report perplexity before and after on this text", &o.eval_file},
       {"max_length", "perplexity window (0 = max_position_embeddings)", &o.eval_max_length},
       {"max_shard_size", "largest safetensors file, e.g. 5GB", &o.max_shard_size},
   };
+  auto fields = calib::option_fields(o.calibration);
+  all.insert(all.end(), fields.begin(), fields.end());
+  return all;
 }
 
 }  // namespace llmc::prune

@@ -18,6 +18,10 @@ struct RunContext {
   int threads{1};
   const std::atomic<bool>* cancel_flag{nullptr};  // set by the SIGINT/SIGTERM handler
   bool progress{true};                            // show progress on stderr
+  // Loading on the CPU with float32 compute: Linear weights and the token embedding stored
+  // as float16 stay float16 in memory (the products convert them exactly on the fly), so a
+  // model being calibrated takes its file's size, not twice that.
+  bool keep_16bit_weights{false};
 
   // Throws Cancelled when an interrupt was requested.
   void check_cancelled() const;

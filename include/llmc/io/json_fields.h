@@ -28,6 +28,12 @@ bool has_type(const nlohmann::json& v) {
       if (!x.is_number_integer()) return false;
     }
     return true;
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    if (!v.is_array()) return false;
+    for (const auto& x : v) {
+      if (!x.is_string()) return false;
+    }
+    return true;
   } else if constexpr (std::is_same_v<T, nlohmann::json>) return v.is_object();
   else static_assert(!sizeof(T), "unsupported field type");
 }
@@ -38,6 +44,7 @@ const char* type_name() {
   else if constexpr (std::is_integral_v<T>) return "an integer";
   else if constexpr (std::is_floating_point_v<T>) return "a number";
   else if constexpr (std::is_same_v<T, std::vector<int64_t>>) return "a list of integers";
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "a list of strings";
   else return "an object";
 }
 }  // namespace detail

@@ -14,6 +14,7 @@
 
 #include "llmc/core/run_context.h"
 #include "llmc/io/state_dict.h"
+#include "llmc/model/layout.h"
 #include "llmc/model/packed_weight.h"
 
 namespace llmc::model {
@@ -64,6 +65,15 @@ class CausalLM {
   // Replaces a Linear's weight (float [out, in], same shape); a packed Linear is re-packed
   // with its own settings.
   virtual void set_linear_weight(const std::string& linear, const at::Tensor& weight) = 0;
+  // Decoder layer i's Linears, compression order and scale groups (model/layout.h).
+  virtual LayerLayout layer_layout(int64_t i) const = 0;
+  // A Linear's current weight as float32 [out, in] (dequantized when packed), a copy.
+  virtual at::Tensor linear_weight(const std::string& linear) const = 0;
+  // Makes a Linear hold `packed` (when non-null) or the dense float weight `dense` (same shape).
+  virtual void install_linear(const std::string& linear, const at::Tensor& dense, std::shared_ptr<PackedWeight> packed) = 0;
+  // A parameter by its Hugging Face name as the model holds it (edits in place change the
+  // model); undefined when there is none.
+  virtual at::Tensor parameter(const std::string& name) const = 0;
 
   // ---- Training (distill). The final hidden states [B, T, E] (transformers' last hidden
   // state: after the final LayerNorm and project_out) and the logits made from them.

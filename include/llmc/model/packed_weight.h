@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,7 +21,9 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 class PackedWeight {
  public:
   virtual ~PackedWeight() = default;
-  virtual std::string format() const = 0;  // "nf4", "fp4", "int8", "gptq"
+  virtual std::string format() const = 0;  // "nf4", "fp4", "int8", "gptq", "awq"
+  // How the tensors are laid out where a format has variants: "gptq" (v1) or "gptq_v2".
+  virtual std::string checkpoint_format() const { return format(); }
   virtual int64_t out_features() const = 0;
   virtual int64_t in_features() const = 0;
   // y = x W^T for x [..., in] (any float dtype); returns x's dtype. On the CPU the weight is
@@ -60,20 +63,56 @@ std::unique_ptr<PackedWeight> quantize_bnb4(const at::Tensor& weight, const Bnb4
 
 std::unique_ptr<PackedWeight> quantize_int8(const at::Tensor& weight);
 
-// ---- GPTQ v1 layout with symmetric round-to-nearest codes, docs/formats.md §6
+// ---- GPTQ layout, docs/formats.md §6: v1 (zero points stored minus one; symmetric) and
+// gptq_v2 (zero points as they are; what asymmetric codes need)
 
 struct GptqOptions {
   int64_t bits{4};          // 2, 3, 4 or 8
   int64_t group_size{128};  // -1 = one group per row
+  bool sym{true};           // false: asymmetric zero points, packed in the gptq_v2 layout
 };
 
-// Plain symmetric RTN (the GPTQ quantizer with sym=True, no error feedback).
+// A quantizer's per-row grid: scale and integer zero point (float32 [rows] each).
+struct QuantGrid {
+  at::Tensor scale;
+  at::Tensor zero;
+};
+// GPTQ's quantizer (docs/formats.md §6.3) fitted to each row of w [rows, cols]: the range
+// includes 0; symmetric puts the zero at 2^(b-1); an all-zero row gets [-1, 1].
+QuantGrid gptq_grid(const at::Tensor& w, int64_t bits, bool sym);
+// clamp(round(w / scale) + zero, 0, 2^bits - 1) per row (round half to even), int64.
+at::Tensor grid_codes(const at::Tensor& w, const QuantGrid& grid, int64_t bits);
+// scale * (codes - zero): the value a code stands for.
+at::Tensor grid_values(const at::Tensor& codes, const QuantGrid& grid);
+
+// Plain round-to-nearest with GPTQ's quantizer per group (no error feedback).
 std::unique_ptr<PackedWeight> quantize_rtn_gptq(const at::Tensor& weight, const GptqOptions& options);
-// Packs codes q [out, in] (0..2^bits-1) with per-group scales [groups, out] and symmetric zero.
-std::unique_ptr<PackedWeight> pack_gptq(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& g_idx,
-                                        const GptqOptions& options);
+// Packs codes [out, in] (0..2^bits-1) with per-group scales and zero points [groups, out]
+// (zeros undefined: the symmetric 2^(bits-1)); g_idx [in] gives each input column's group.
+std::unique_ptr<PackedWeight> pack_gptq(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& zeros,
+                                        const at::Tensor& g_idx, const GptqOptions& options);
+
+// ---- AutoAWQ GEMM layout (4-bit, asymmetric, qweight [in, out/8] in the 0,2,4,6,1,3,5,7
+// nibble order; docs/formats.md §7)
+
+// AWQ's quantizer fitted to each row of w [rows, cols]: the group's own min and max (not
+// forced to include 0), scale = max(max - min, 1e-5) / 15, zero = clamp(-round(min/scale), 0, 15).
+QuantGrid awq_grid(const at::Tensor& w);
+// Round-to-nearest with AWQ's quantizer per group of `group_size` input columns.
+std::unique_ptr<PackedWeight> quantize_awq_rtn(const at::Tensor& weight, int64_t group_size);
+// Packs codes [out, in] (0..15) with scales and zero points [groups, out].
+std::unique_ptr<PackedWeight> pack_awq(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& zeros,
+                                       int64_t group_size);
 
 // ---- loading: which packed form (if any) the checkpoint holds under `prefix`
+
+// What config.json's quantization_config says about the packed tensors' layout.
+struct PackedLayout {
+  std::string quant_method;                 // "gptq", "awq", "bitsandbytes" or empty
+  std::string checkpoint_format{"gptq"};  // gptq: "gptq" (v1) or "gptq_v2"
+};
+// From config.json (an object); InputError for a quantization_config of the wrong type.
+PackedLayout packed_layout(const nlohmann::json& config, const std::string& where);
 
 // Returns null when `prefix + "weight"` is a plain dense weight. `take(name)` returns the
 // named tensor (InputError when absent). `has(name)` tells whether it exists. Throws
@@ -81,6 +120,7 @@ std::unique_ptr<PackedWeight> pack_gptq(const at::Tensor& codes, const at::Tenso
 std::unique_ptr<PackedWeight> load_packed_weight(const std::string& prefix,
                                                  const std::function<bool(const std::string&)>& has,
                                                  const std::function<at::Tensor(const std::string&)>& take,
-                                                 int64_t out_features, int64_t in_features);
+                                                 int64_t out_features, int64_t in_features,
+                                                 const PackedLayout& layout = {});
 
 }  // namespace llmc::model

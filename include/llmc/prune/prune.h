@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "llmc/calib/options.h"
 #include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 
@@ -20,14 +21,13 @@ struct PruneOptions {
   std::string revision{"main"};
   std::string output_dir;
   double pruning_ratio{-1.0};                 // required for structured and unstructured
-  std::string pruning_method{"magnitude"};     // magnitude | random | wanda | activation
+  std::string pruning_method{"magnitude"};     // magnitude | random | wanda | sparsegpt | activation
   std::string pruning_type{"structured"};      // structured | unstructured | semi_structured
   std::string sparsity_pattern{"2:4"};         // N:M for semi_structured
   std::string scope{"layer"};                  // layer | global (unstructured)
   std::string structure{"ffn"};                // ffn (FFN neurons) | hidden (hidden_size)
-  std::string calibration_file;                // text for wanda / activation
-  int64_t num_calibration_samples{128};
-  int64_t calibration_seq_len{512};
+  double damp_percent{0.01};                   // sparsegpt
+  calib::CalibrationOptions calibration;       // wanda, sparsegpt, activation; any method's output error
   std::string eval_file;                       // perplexity before and after
   int64_t eval_max_length{0};
   std::string max_shard_size{"5GB"};

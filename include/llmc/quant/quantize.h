@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "llmc/calib/options.h"
 #include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 
@@ -18,13 +19,18 @@ struct QuantizeOptions {
   std::string model_name_or_path;
   std::string revision{"main"};
   std::string output_dir;
-  std::string quantization_method{"bitsandbytes"};  // bitsandbytes | rtn
+  std::string quantization_method{"bitsandbytes"};  // the method registry: bitsandbytes | rtn | gptq | awq
   int64_t quantization_bits{4};
   std::string bnb_4bit_quant_type{"nf4"};
   bool bnb_4bit_use_double_quant{true};
   std::string bnb_4bit_compute_dtype{"bfloat16"};
   int64_t blocksize{64};
   int64_t group_size{128};
+  bool sym{true};              // rtn, gptq: symmetric codes (false: zero points, gptq_v2 layout)
+  bool desc_act{false};        // gptq: act-order (static groups)
+  double damp_percent{0.01};   // gptq: dampening, a fraction of mean(diag H)
+  bool true_sequential{true};  // gptq: [q, k, v] -> out_proj -> fc1 -> fc2 within a layer
+  calib::CalibrationOptions calibration;
   std::vector<std::string> skip_modules;  // module-name substrings kept unquantized
   std::string max_shard_size{"5GB"};
   bool overwrite{false};

@@ -1,0 +1,24 @@
+// The optimal-brain-surgeon pieces GPTQ and SparseGPT share (docs/methods.md): dead inputs,
+// dampening, and the upper Cholesky factor of the inverse Hessian that both update with.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace llmc::calib {
+
+// Inputs that never fire (diag(H) == 0): H[d, d] = 1 and W[:, d] = 0, as the references do.
+// H and W (float32 [in, in] and [out, in]) are edited in place; returns how many.
+int64_t zero_dead_inputs(at::Tensor& hessian, at::Tensor& weight);
+
+struct InverseFactor {
+  at::Tensor upper;         // upper Cholesky factor of (H + damp * mean(diag H) I)^-1, float32
+  double damp_used{0.0};    // the dampening that made H positive definite
+  int retries{0};           // how many times it was raised (by 0.01, as GPTQModel does)
+};
+
+// InputError when no dampening below 1 makes H positive definite.
+InverseFactor inverse_factor(const at::Tensor& hessian, double damp_percent);
+
+}  // namespace llmc::calib
