@@ -12,6 +12,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/logging.h"
 #include "llmc/core/progress.h"
+#include "llmc/core/version.h"
 #include "llmc/eval/evaluate.h"
 #include "llmc/io/json_fields.h"
 #include "llmc/io/json_file.h"
@@ -181,9 +182,16 @@ std::map<std::string, LinearStats> LayerJob::collect(const std::vector<std::stri
   return stats;
 }
 
+double relative_error(const at::Tensor& reference, const at::Tensor& compressed) {
+  const double norm = reference.to(c10::kDouble).norm().item<double>();
+  return (reference.to(c10::kDouble) - compressed.to(c10::kDouble)).norm().item<double>() / std::max(norm, 1e-30);
+}
+
 void LayerJob::install(const std::string& linear, Compressed c, const at::Tensor& reference, const LinearStats& stats) {
-  const double err = output_error(reference, c.effective(), stats.hessian);
-  record_error(linear, err, c.info);
+  const at::Tensor eff = c.effective();
+  nlohmann::json info = c.info;
+  info["relative_error"] = relative_error(reference, eff);
+  record_error(linear, output_error(reference, eff, stats.hessian), info);
   lm_.install_linear(linear, c.dense, std::move(c.packed));
 }
 
@@ -226,10 +234,9 @@ void save_layer(const std::string& dir, model::CausalLM& lm, const LayerJob& job
   io::StateDict tensors;
   nlohmann::json packed = nlohmann::json::object();
   std::map<std::string, std::shared_ptr<model::PackedWeight>> packed_now;
-  for (const auto& [name, p] : lm.packed_weights()) packed_now["model." + name.substr(0, name.size() - 7)] = p;
+  for (const auto& [name, p] : lm.packed_weights()) packed_now[name.substr(0, name.size() - 7)] = p;
   for (const auto& l : job.layout().linears) {
     auto it = packed_now.find(l.name);
-    if (it == packed_now.end()) it = packed_now.find(l.name.substr(6));
     if (it != packed_now.end()) {
       auto* p = it->second.get();
       for (const auto& [k, t] : p->state_dict(l.name + ".")) tensors[k] = t.to(c10::kCPU).contiguous();
@@ -301,20 +308,22 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
   const std::string run_file = (fs::path(o.state_dir) / "run.json").string();
   std::error_code ec;
   bool resuming = false;
+  nlohmann::json fingerprint = o.fingerprint;
+  fingerprint["llmc"] = version();
   if (fs::is_regular_file(run_file, ec)) {
     nlohmann::json kept;
     try {
       kept = io::read_json_file(run_file);
     } catch (const InputError&) {
     }
-    resuming = kept == o.fingerprint;
+    resuming = kept == fingerprint;
     if (!resuming) {
       log_info("discarding the kept layers of an earlier run with other settings: " + o.state_dir);
       remove_state(o.state_dir);
     }
   }
   fs::create_directories(o.state_dir);
-  if (!resuming) io::write_file_atomic(run_file, o.fingerprint.dump(1) + "\n");
+  if (!resuming) io::write_file_atomic(run_file, fingerprint.dump(1) + "\n");
 
   const int64_t layers = driver.num_layers();
   Progress progress("calibrated layers", layers, ctx.progress, "layer");

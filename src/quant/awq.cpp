@@ -92,9 +92,10 @@ class AwqMethod : public calib::LayerMethod {
       auto packed = model::quantize_awq_rtn(w, gs(w.size(1)));
       // The output error in the original input space: undo the folded scales.
       at::Tensor eff = packed->dequantize();
-      if (row_scale.count(n)) eff = eff * row_scale[n].unsqueeze(1);
+      if (row_scale.count(n)) eff = eff / row_scale[n].unsqueeze(1);
       if (col_scale.count(n)) eff = eff / col_scale[n].unsqueeze(0);
-      job.record_error(n, calib::output_error(original[n], eff, stats.at(n).hessian));
+      job.record_error(n, calib::output_error(original[n], eff, stats.at(n).hessian),
+                       {{"relative_error", calib::relative_error(original[n], eff)}});
       lm.install_linear(n, at::Tensor(), std::move(packed));
     }
   }

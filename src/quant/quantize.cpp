@@ -229,7 +229,7 @@ nlohmann::json run_calibrated(const QuantizeOptions& o, const Method& method, co
   int64_t quantized_params = 0, quantized_bytes = 0;
   double damp_used = 0.0;
   for (const auto& [name, packed] : lm->packed_weights()) {
-    const std::string module = "model." + name.substr(0, name.size() - 7);
+    const std::string module = name.substr(0, name.size() - 7);
     for (const auto& [k, t] : packed->state_dict(module + ".")) out.add_tensor(k, t);
     const at::Tensor deq = packed->dequantize();
     quantized_params += deq.numel();
@@ -249,11 +249,6 @@ nlohmann::json run_calibrated(const QuantizeOptions& o, const Method& method, co
     const at::Tensor h = t.to(c10::kCPU, c10::kHalf);
     out.add_tensor(name, h);
     out_count.add(h, linear_weight, h.numel() * static_cast<int64_t>(c10::elementSize(ctx.dtype)));
-  }
-  // Weight-space error of each Linear, for the same key as the uncalibrated path.
-  for (auto& [module, entry] : layers.items()) {
-    (void)module;
-    if (!entry.contains("relative_error")) entry["relative_error"] = nullptr;
   }
   nlohmann::json run = {{"calibration", {{"file", o.calibration.calibration_file},
                                          {"samples", o.calibration.num_calibration_samples},

@@ -48,6 +48,8 @@ struct LinearStats {
 
 // ||(W - W') X||^2 / ||W X||^2 over the calibration inputs, from H (0 when W X is 0).
 double output_error(const at::Tensor& reference, const at::Tensor& compressed, const at::Tensor& hessian);
+// ||W - W'|| / ||W|| (Frobenius).
+double relative_error(const at::Tensor& reference, const at::Tensor& compressed);
 
 // ---------------------------------------------------------------- methods
 
