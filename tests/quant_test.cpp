@@ -2,6 +2,8 @@
 // kernels, and the quantize driver.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/cat.h>
 #include <c10/core/InferenceMode.h>
@@ -36,10 +38,18 @@ double rel_error(const at::Tensor& w, const at::Tensor& d) { return (w - d).norm
 
 std::map<std::string, at::Tensor> as_map(const NamedTensors& v) { return {v.begin(), v.end()}; }
 
+// Through a state dict and the loader, with the layout config.json would announce.
 std::unique_ptr<model::PackedWeight> reload(const model::PackedWeight& w, int64_t out, int64_t in) {
   auto m = as_map(w.state_dict("p."));
+  model::PackedLayout layout;
+  if (w.format() == "awq") layout.quant_method = "awq";
+  if (w.format() == "gptq") {
+    layout.quant_method = "gptq";
+    layout.checkpoint_format = w.checkpoint_format();
+  }
   return model::load_packed_weight(
-      "p.", [&](const std::string& n) { return m.count(n) != 0; }, [&](const std::string& n) { return m.at(n); }, out, in);
+      "p.", [&](const std::string& n) { return m.count(n) != 0; }, [&](const std::string& n) { return m.at(n); }, out, in,
+      layout);
 }
 
 model::Bnb4Options bnb(const std::string& type, bool dq, int64_t bs = 64) {
@@ -176,6 +186,9 @@ TEST(PackedWeight, StateDictRoundTripsExactly) {
   all.push_back(model::quantize_bnb4(w, bnb("fp4", false, 128)));
   all.push_back(model::quantize_int8(w));
   for (int64_t bits : {2, 3, 4, 8}) all.push_back(model::quantize_rtn_gptq(w, {bits, 64}));
+  for (int64_t bits : {2, 3, 4, 8}) all.push_back(model::quantize_rtn_gptq(w, {bits, 64, /*sym=*/false}));  // gptq_v2
+  all.push_back(model::quantize_awq_rtn(w, 64));
+  all.push_back(model::quantize_awq_rtn(w, 256));
   for (const auto& q : all) {
     // Re-quantizing with the same settings reproduces the packing exactly (what prune needs).
     auto again = q->requantize(w);
@@ -244,6 +257,8 @@ TEST(PackedWeight, MatmulEqualsDequantizedProduct) {
   all.push_back(model::quantize_int8(w));
   all.push_back(model::quantize_rtn_gptq(w, {4, 128}));
   all.push_back(model::quantize_rtn_gptq(w.narrow(0, 0, 192), {3, -1}));
+  all.push_back(model::quantize_rtn_gptq(w, {4, 64, false}));
+  all.push_back(model::quantize_awq_rtn(w, 128));
   for (const auto& q : all) {
     for (int64_t rows : {1, 3, 17}) {
       at::Tensor x = at::randn({rows, q->in_features()});
@@ -282,6 +297,54 @@ TEST(Gptq, PacksTheDocumentedLayout) {
   EXPECT_EQ(static_cast<uint32_t>(q3[0][0].item<int32_t>()), static_cast<uint32_t>(stream[0]));
   EXPECT_EQ(static_cast<uint32_t>(q3[1][0].item<int32_t>()), static_cast<uint32_t>(stream[0] >> 32));
   EXPECT_EQ(static_cast<uint32_t>(q3[2][0].item<int32_t>()), static_cast<uint32_t>(stream[1]));
+}
+
+// gptq_v2 keeps asymmetric zero points as they are (v1 would store zero - 1 and cannot hold
+// a zero of 0); an act-order g_idx (groups scattered over the input) is honoured by the
+// loader and the product.
+TEST(Gptq, V2ZerosAndActOrderGroupIndex) {
+  at::Tensor codes = at::zeros({8, 16}, at::TensorOptions().dtype(c10::kLong));
+  at::Tensor zeros = at::zeros({2, 8}, at::TensorOptions().dtype(c10::kLong));
+  zeros[1].fill_(15);
+  auto v2 = model::pack_gptq(codes, at::ones({2, 8}), zeros, at::arange(16, at::TensorOptions().dtype(c10::kLong)).div(8, "floor"),
+                             {4, 8, false});
+  auto sd = as_map(v2->state_dict("p."));
+  EXPECT_EQ(v2->checkpoint_format(), "gptq_v2");
+  EXPECT_EQ(sd.at("p.qzeros")[0][0].item<int32_t>(), 0);
+  EXPECT_EQ(static_cast<uint32_t>(sd.at("p.qzeros")[1][0].item<int32_t>()), 0xFFFFFFFFu);
+  EXPECT_TRUE(at::equal(reload(*v2, 8, 16)->dequantize(), v2->dequantize()));
+  // Act-order: input column i in group (i * 5) % 4, as a desc_act checkpoint may have it.
+  at::manual_seed(9);
+  at::Tensor c = at::randint(0, 16, {64, 64}, at::TensorOptions().dtype(c10::kLong));
+  at::Tensor g_idx = (at::arange(64, at::TensorOptions().dtype(c10::kLong)) * 5).remainder(4);
+  at::Tensor scales = at::randn({4, 64}).abs() + 0.1;
+  auto act = model::pack_gptq(c, scales, at::Tensor(), g_idx, {4, 16});
+  auto back = reload(*act, 64, 64);
+  at::Tensor want = (scales.to(c10::kHalf).to(c10::kFloat).index_select(0, g_idx).t() * (c.to(c10::kFloat) - 8));
+  EXPECT_TRUE(at::equal(back->dequantize(), want));
+  at::Tensor x = at::randn({5, 64});
+  EXPECT_TRUE(at::allclose(back->matmul(x), at::matmul(x, want.t()), 1e-4, 1e-3));
+}
+
+// AutoAWQ GEMM (docs/formats.md §7): eight output channels per word along the output, nibble k
+// holding channel kOrder[k] = 0,2,4,6,1,3,5,7; zero points as they are; scales [groups, out].
+TEST(Awq, PacksTheDocumentedLayout) {
+  at::Tensor codes = at::zeros({8, 4}, at::TensorOptions().dtype(c10::kLong));
+  for (int64_t o = 0; o < 8; ++o) codes[o].fill_(o);  // output channel o has code o
+  at::Tensor zeros = at::full({1, 8}, 3, at::TensorOptions().dtype(c10::kLong));
+  auto w = model::pack_awq(codes, at::ones({1, 8}), zeros, 4);
+  auto sd = as_map(w->state_dict("p."));
+  EXPECT_EQ(sd.at("p.qweight").sizes(), at::IntArrayRef({4, 1}));
+  EXPECT_EQ(static_cast<uint32_t>(sd.at("p.qweight")[0][0].item<int32_t>()), 0x75316420u);
+  EXPECT_EQ(static_cast<uint32_t>(sd.at("p.qzeros")[0][0].item<int32_t>()), 0x33333333u);
+  EXPECT_EQ(sd.at("p.scales").scalar_type(), c10::kHalf);
+  EXPECT_FALSE(sd.count("p.g_idx"));
+  at::Tensor want = (codes.to(c10::kFloat) - 3);
+  EXPECT_TRUE(at::equal(w->dequantize(), want));
+  // AWQ's quantizer uses the group's own range: an all-positive group gets zero 0.
+  auto pos = model::quantize_awq_rtn(at::full({8, 16}, 2.0).add_(at::arange(16).to(c10::kFloat)), 16);
+  EXPECT_EQ(as_map(pos->state_dict("p.")).at("p.qzeros")[0][0].item<int32_t>(), 0);
+  EXPECT_THROW(model::quantize_awq_rtn(at::randn({12, 16}), 16), UsageError);  // 12 outputs: not a multiple of 8
 }
 
 TEST(Gptq, RtnErrorBudgetsAndWidths) {

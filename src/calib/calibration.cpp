@@ -6,6 +6,8 @@
 #include <ATen/ops/zeros.h>
 #include <c10/core/InferenceMode.h>
 
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -325,6 +327,8 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
   fs::create_directories(o.state_dir);
   if (!resuming) io::write_file_atomic(run_file, fingerprint.dump(1) + "\n");
 
+  // Fault injection for the tests: SIGKILL right after layer N was kept.
+  const char* kill_after = std::getenv("LLMC_TEST_KILL_AFTER_LAYER");
   const int64_t layers = driver.num_layers();
   Progress progress("calibrated layers", layers, ctx.progress, "layer");
   for (int64_t i = 0; i < layers; ++i) {
@@ -337,6 +341,7 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
       LayerJob job(lm, driver, i);
       method.compress_layer(job);
       save_layer(o.state_dir, lm, job);
+      if (kill_after != nullptr && std::to_string(i) == kill_after) std::raise(SIGKILL);
       entry = {{"layer", i}, {"linears", job.linears}, {"notes", job.notes}};
     }
     result.layers.push_back(entry);
