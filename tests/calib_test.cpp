@@ -164,7 +164,7 @@ std::unique_ptr<model::CausalLM> run_on_fixture(calib::LayerMethod& method, cons
   calib::LayerDriver driver(*lm, calib::calibration_ids(co, test::fixture("opt_preln_f32"), 32), 4, 32, gen);
   calib::LayerwiseOptions lo;
   lo.state_dir = state;
-  lo.fingerprint = {{"test", 1}};
+  lo.fingerprint = "{\"test\": 1}";
   auto r = calib::run_layerwise(*lm, driver, method, lo, ctx);
   if (result != nullptr) *result = r;
   return lm;

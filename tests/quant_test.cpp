@@ -223,6 +223,12 @@ TEST(Kernels, VariantsMatchTheScalarReference) {
   at::Tensor cb = at::randint(-127, 128, {out, in}, at::TensorOptions().dtype(c10::kChar));
   at::Tensor scale = at::randn({out}).abs();
   at::Tensor wf = at::randn({out, in});
+  // AWQ: 136 outputs (17 words: a chunk of 16 and one more), groups of 64.
+  const int64_t awq_out = 136, awq_group = 64;
+  at::Tensor aq = at::randint(INT32_MIN, INT32_MAX, {in, awq_out / 8}, at::TensorOptions().dtype(c10::kInt));
+  at::Tensor az = at::randint(INT32_MIN, INT32_MAX, {in / awq_group, awq_out / 8}, at::TensorOptions().dtype(c10::kInt));
+  at::Tensor as = (at::randn({in / awq_group, awq_out}).abs() * 0.01).to(c10::kHalf);
+  at::Tensor agx = x.reshape({in / awq_group, awq_group}).sum(1).contiguous();
   auto run = [&](const k::KernelSet& ks) {
     at::Tensor y4 = at::zeros({out}), y8 = at::zeros({out}), y32 = at::zeros({out}), deq = at::zeros({out, in});
     ks.dot4(packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(), lut.data(), 0, out, in, bs, xe.data_ptr<float>(),
@@ -232,7 +238,10 @@ TEST(Kernels, VariantsMatchTheScalarReference) {
     // Rows 3..20 of the dequantized matrix (not starting at 0: exercises the offsets).
     ks.dequant4(packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(), lut.data(), 3, 20, in, bs,
                 deq.data_ptr<float>() + 3 * in);
-    return std::vector<at::Tensor>{y4, y8, y32, deq};
+    at::Tensor ya = at::zeros({awq_out});
+    ks.dot_awq(aq.data_ptr<int32_t>(), az.data_ptr<int32_t>(), reinterpret_cast<const uint16_t*>(as.data_ptr<c10::Half>()), 0,
+               awq_out / 8, in, awq_out, awq_group, x.data_ptr<float>(), agx.data_ptr<float>(), ya.data_ptr<float>());
+    return std::vector<at::Tensor>{y4, y8, y32, deq, ya};
   };
   const auto ref = run(k::scalar_kernels());
   int checked = 0;

@@ -1,6 +1,7 @@
 #include "llmc/calib/calibration.h"
 
 #include <ATen/TensorOperators.h>
+#include <nlohmann/json.hpp>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -136,16 +137,34 @@ double output_error(const at::Tensor& reference, const at::Tensor& compressed, c
   return den > 0 ? std::max(0.0, num) / den : 0.0;
 }
 
+namespace {
+
+double mean_error(const std::map<std::string, std::map<std::string, double>>& linears) {
+  double sum = 0;
+  for (const auto& [name, v] : linears) sum += v.at("output_error");
+  return linears.empty() ? 0.0 : sum / static_cast<double>(linears.size());
+}
+
+}  // namespace
+
 double LayerwiseResult::mean_output_error() const {
   double sum = 0;
   int64_t n = 0;
   for (const auto& l : layers) {
-    for (const auto& [name, v] : l.at("linears").items()) {
-      sum += v.at("output_error").get<double>();
+    for (const auto& [name, v] : l.linears) {
+      sum += v.at("output_error");
       ++n;
     }
   }
   return n == 0 ? 0.0 : sum / static_cast<double>(n);
+}
+
+nlohmann::json LayerwiseResult::to_json() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& l : layers) {
+    out.push_back({{"layer", l.layer}, {"mean_output_error", mean_error(l.linears)}, {"linears", l.linears}, {"notes", l.notes}});
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- methods
@@ -191,14 +210,14 @@ double relative_error(const at::Tensor& reference, const at::Tensor& compressed)
 
 void LayerJob::install(const std::string& linear, Compressed c, const at::Tensor& reference, const LinearStats& stats) {
   const at::Tensor eff = c.effective();
-  nlohmann::json info = c.info;
+  std::map<std::string, double> info = c.info;
   info["relative_error"] = relative_error(reference, eff);
   record_error(linear, output_error(reference, eff, stats.hessian), info);
   lm_.install_linear(linear, c.dense, std::move(c.packed));
 }
 
-void LayerJob::record_error(const std::string& linear, double error, const nlohmann::json& info) {
-  nlohmann::json entry = info.is_object() ? info : nlohmann::json::object();
+void LayerJob::record_error(const std::string& linear, double error, const std::map<std::string, double>& info) {
+  std::map<std::string, double> entry = info;
   entry["output_error"] = error;
   linears[linear] = entry;
 }
@@ -262,11 +281,11 @@ void save_layer(const std::string& dir, model::CausalLM& lm, const LayerJob& job
   io::write_file_atomic(layer_file(dir, job.layer(), "json"), meta.dump(1) + "\n");
 }
 
-// Reads layer i back into the model; returns its metrics entry, or null when not finished.
-nlohmann::json restore_layer(const std::string& dir, model::CausalLM& lm, LayerMethod& method, int64_t i) {
+// Reads layer i back into the model; false when it was not finished.
+bool restore_layer(LayerReport& report, const std::string& dir, model::CausalLM& lm, LayerMethod& method, int64_t i) {
   const std::string js = layer_file(dir, i, "json"), st = layer_file(dir, i, "safetensors");
   std::error_code ec;
-  if (!fs::is_regular_file(js, ec) || !fs::is_regular_file(st, ec)) return nullptr;
+  if (!fs::is_regular_file(js, ec) || !fs::is_regular_file(st, ec)) return false;
   const nlohmann::json meta = io::read_json_file(js);
   auto file = io::SafetensorsFile::open(st);
   auto has = [&](const std::string& n) { return file.contains(n); };
@@ -299,7 +318,10 @@ nlohmann::json restore_layer(const std::string& dir, model::CausalLM& lm, LayerM
   std::map<std::string, at::Tensor> extras;
   for (const auto& name : io::json_field<std::vector<std::string>>(meta, "extras", {}, js)) extras[name] = take("extra." + name);
   method.restored(i, extras);
-  return {{"layer", i}, {"linears", meta.at("linears")}, {"notes", meta.at("notes")}};
+  report.layer = i;
+  report.linears = meta.at("linears").get<std::map<std::string, std::map<std::string, double>>>();
+  report.notes = io::json_field<std::vector<std::string>>(meta, "notes", {}, js);
+  return true;
 }
 
 }  // namespace
@@ -310,8 +332,7 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
   const std::string run_file = (fs::path(o.state_dir) / "run.json").string();
   std::error_code ec;
   bool resuming = false;
-  nlohmann::json fingerprint = o.fingerprint;
-  fingerprint["llmc"] = version();
+  nlohmann::json fingerprint = {{"run", o.fingerprint}, {"llmc", version()}};
   if (fs::is_regular_file(run_file, ec)) {
     nlohmann::json kept;
     try {
@@ -333,8 +354,8 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
   Progress progress("calibrated layers", layers, ctx.progress, "layer");
   for (int64_t i = 0; i < layers; ++i) {
     ctx.check_cancelled();
-    nlohmann::json entry = resuming ? restore_layer(o.state_dir, lm, method, i) : nlohmann::json();
-    if (!entry.is_null()) {
+    LayerReport entry;
+    if (resuming && restore_layer(entry, o.state_dir, lm, method, i)) {
       ++result.resumed_layers;
     } else {
       resuming = false;  // later layers are computed again from here on
@@ -342,7 +363,9 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
       method.compress_layer(job);
       save_layer(o.state_dir, lm, job);
       if (kill_after != nullptr && std::to_string(i) == kill_after) std::raise(SIGKILL);
-      entry = {{"layer", i}, {"linears", job.linears}, {"notes", job.notes}};
+      entry.layer = i;
+      entry.linears = job.linears;
+      entry.notes = job.notes;
     }
     result.layers.push_back(entry);
     driver.advance();  // the compressed layer makes the next layer's inputs

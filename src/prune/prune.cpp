@@ -620,8 +620,9 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
     nlohmann::json opts = nlohmann::json::object();
     PruneOptions copy = o;
     for (const auto& f : option_fields(copy)) opts[f.name] = option_value(f);
-    lo.fingerprint = {{"tool", "prune"}, {"input", dir}, {"options", opts}, {"seed", ctx.seed},
-                      {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}};
+    lo.fingerprint = nlohmann::json({{"tool", "prune"}, {"input", dir}, {"options", opts}, {"seed", ctx.seed},
+                                     {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}})
+                         .dump();
     state_dir = lo.state_dir;
     const calib::LayerwiseResult result = calib::run_layerwise(*lm, driver, layers, lo, ctx);
     calibration = {{"file", o.calibration.calibration_file},
@@ -630,7 +631,7 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
                    {"tokens", static_cast<int64_t>(ids.size())},
                    {"mean_output_error", result.mean_output_error()},
                    {"resumed_layers", result.resumed_layers},
-                   {"per_layer", result.layers}};
+                   {"per_layer", result.to_json()}};
   } else {
     throw UsageError("--calibration_file is not used by " + o.pruning_type + " pruning with --scope " + o.scope);
   }

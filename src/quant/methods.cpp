@@ -130,7 +130,7 @@ class GptqMethod : public calib::LayerMethod {
     calib::Compressed c;
     c.packed = model::pack_gptq(r.codes, r.scales, o_.sym ? at::Tensor() : r.zeros, r.g_idx,
                                 {o_.quantization_bits, o_.group_size, o_.sym});
-    c.info = {{"damp_percent", r.damp_used}, {"dead_inputs", r.dead_inputs}};
+    c.info = {{"damp_percent", r.damp_used}, {"dead_inputs", static_cast<double>(r.dead_inputs)}};
     return c;
   }
 

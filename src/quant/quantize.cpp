@@ -215,8 +215,9 @@ nlohmann::json run_calibrated(const QuantizeOptions& o, const Method& method, co
   nlohmann::json opts = nlohmann::json::object();
   QuantizeOptions copy = o;
   for (const auto& f : option_fields(copy)) opts[f.name] = option_value(f);
-  lo.fingerprint = {{"tool", "quantize"}, {"input", in.dir}, {"options", opts}, {"seed", ctx.seed},
-                    {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}};
+  lo.fingerprint = nlohmann::json({{"tool", "quantize"}, {"input", in.dir}, {"options", opts}, {"seed", ctx.seed},
+                                   {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}})
+                       .dump();
   const calib::LayerwiseResult result = calib::run_layerwise(*lm, driver, layer_method, lo, ctx);
 
   // Write everything the model now holds: packed Linears, and every other tensor in float16.
@@ -224,7 +225,7 @@ nlohmann::json run_calibrated(const QuantizeOptions& o, const Method& method, co
   nlohmann::json layers = nlohmann::json::object();
   std::map<std::string, nlohmann::json> per_linear;
   for (const auto& l : result.layers) {
-    for (const auto& [name, v] : l.at("linears").items()) per_linear[name] = v;
+    for (const auto& [name, v] : l.linears) per_linear[name] = v;
   }
   int64_t quantized_params = 0, quantized_bytes = 0;
   double damp_used = 0.0;
@@ -256,14 +257,8 @@ nlohmann::json run_calibrated(const QuantizeOptions& o, const Method& method, co
                                          {"tokens", static_cast<int64_t>(ids.size())}}},
                         {"mean_output_error", result.mean_output_error()},
                         {"resumed_layers", result.resumed_layers}};
-  nlohmann::json per_layer = nlohmann::json::array();
-  for (const auto& l : result.layers) {
-    double sum = 0;
-    for (const auto& [name, v] : l.at("linears").items()) sum += v.at("output_error").get<double>();
-    per_layer.push_back({{"layer", l.at("layer")},
-                         {"mean_output_error", l.at("linears").empty() ? 0.0 : sum / static_cast<double>(l.at("linears").size())},
-                         {"notes", l.at("notes")}});
-  }
+  nlohmann::json per_layer = result.to_json();
+  for (auto& l : per_layer) l.erase("linears");  // they are under "layers"
   run["per_layer"] = per_layer;
   if (o.quantization_method == "gptq") run["damp_percent"] = damp_used;
   nlohmann::json m = finish(o, method, in, out, in_count, out_count, layers, dense_modules, quantized_params, quantized_bytes, run);

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -57,7 +57,7 @@ double relative_error(const at::Tensor& reference, const at::Tensor& compressed)
 struct Compressed {
   at::Tensor dense;
   std::shared_ptr<model::PackedWeight> packed;
-  nlohmann::json info = nlohmann::json::object();  // per-Linear figures for metrics.json (damp used, ...)
+  std::map<std::string, double> info;  // per-Linear figures for metrics.json (damp used, ...)
   at::Tensor effective() const;  // the float32 weight the model now computes with
 };
 
@@ -95,7 +95,7 @@ class LayerJob {
   // replaces, in the same input space as `stats`).
   void install(const std::string& linear, Compressed c, const at::Tensor& reference, const LinearStats& stats);
   // Records the output error of a Linear whose result was installed by other means.
-  void record_error(const std::string& linear, double error, const nlohmann::json& info = nlohmann::json::object());
+  void record_error(const std::string& linear, double error, const std::map<std::string, double>& info = {});
   // A parameter the method changed (saved with the layer, restored on resume, written out).
   void changed_parameter(const std::string& name);
   // A tensor the method wants back on resume (restored()).
@@ -104,7 +104,7 @@ class LayerJob {
   void note(const std::string& text);
 
   // Results, read by the driver loop.
-  nlohmann::json linears = nlohmann::json::object();  // name -> {output_error, ...}
+  std::map<std::string, std::map<std::string, double>> linears;  // name -> {output_error, relative_error, ...}
   std::set<std::string> params;
   std::map<std::string, at::Tensor> extras;
   std::vector<std::string> notes;
@@ -119,14 +119,22 @@ class LayerJob {
 // ---------------------------------------------------------------- the layer-wise run
 
 struct LayerwiseOptions {
-  std::string state_dir;   // where finished layers are kept until the output is committed
-  nlohmann::json fingerprint;  // the run's identity: a different one discards the kept state
+  std::string state_dir;    // where finished layers are kept until the output is committed
+  std::string fingerprint;  // the run's identity (JSON text): a different one discards the kept state
+};
+
+struct LayerReport {
+  int64_t layer{0};
+  std::map<std::string, std::map<std::string, double>> linears;  // name -> {output_error, ...}
+  std::vector<std::string> notes;
 };
 
 struct LayerwiseResult {
-  nlohmann::json layers = nlohmann::json::array();  // per decoder layer: {layer, linears, notes}
-  int64_t resumed_layers{0};                        // layers read back from the state
+  std::vector<LayerReport> layers;
+  int64_t resumed_layers{0};  // layers read back from the state
   double mean_output_error() const;
+  // [{layer, mean_output_error, linears: {name: {...}}, notes}] for metrics.json.
+  nlohmann::json to_json() const;
 };
 
 // Compresses every decoder layer of `lm` with `method`. Each finished layer's tensors

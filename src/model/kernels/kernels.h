@@ -30,6 +30,18 @@ using Dot32Fn = void (*)(const float* w, int64_t row_begin, int64_t row_end, int
 // float16 rows (IEEE half bits), float32 x: y[r] = sum_c half_to_float(w[r, c]) * x[c].
 using Dot16Fn = void (*)(const uint16_t* w, int64_t row_begin, int64_t row_end, int64_t in, const float* x, float* y);
 
+// AWQ GEMM layout (4-bit codes, 8 output channels per int32 word along the output, channel j
+// of a word in nibble kAwqReverse[j]; zero points packed the same way; float16 scales
+// [groups, out]): for the output channels of words [word_begin, word_end),
+// y[o] = sum_g scale[g, o] * (sum_{i in g} code(i, o) x[i] - zero(g, o) * group_sums[g]),
+// group_sums[g] = sum_{i in g} x[i].
+using DotAwqFn = void (*)(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales, int64_t word_begin,
+                          int64_t word_end, int64_t in, int64_t out, int64_t group, const float* x,
+                          const float* group_sums, float* y);
+
+// Channel j of an AWQ word sits in nibble kAwqReverse[j] (packing order 0, 2, 4, 6, 1, 3, 5, 7).
+constexpr int kAwqReverse[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
 struct KernelSet {
   const char* name;
   Dot4Fn dot4;
@@ -37,6 +49,7 @@ struct KernelSet {
   Dequant4Fn dequant4;
   Dot32Fn dot32;
   Dot16Fn dot16;
+  DotAwqFn dot_awq;
 };
 
 const KernelSet& scalar_kernels();

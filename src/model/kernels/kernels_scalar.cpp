@@ -63,10 +63,33 @@ void dot16_scalar(const uint16_t* w, int64_t row_begin, int64_t row_end, int64_t
   }
 }
 
+void dot_awq_scalar(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales, int64_t word_begin,
+                    int64_t word_end, int64_t in, int64_t out, int64_t group, const float* x, const float* group_sums,
+                    float* y) {
+  const int64_t words = out / 8;
+  for (int64_t w = word_begin; w < word_end; ++w) {
+    for (int j = 0; j < 8; ++j) {
+      const int shift = 4 * kAwqReverse[j];
+      const int64_t o = w * 8 + j;
+      float total = 0.0f;
+      for (int64_t g = 0; g < in / group; ++g) {
+        float acc = 0.0f;
+        for (int64_t i = g * group; i < (g + 1) * group; ++i) {
+          acc += static_cast<float>((static_cast<uint32_t>(qweight[i * words + w]) >> shift) & 0xF) * x[i];
+        }
+        const float zero = static_cast<float>((static_cast<uint32_t>(qzeros[g * words + w]) >> shift) & 0xF);
+        total += c10::detail::fp16_ieee_to_fp32_value(scales[g * out + o]) * (acc - zero * group_sums[g]);
+      }
+      y[o] = total;
+    }
+  }
+}
+
 }  // namespace
 
 const KernelSet& scalar_kernels() {
-  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar, dot32_scalar, dot16_scalar};
+  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar, dot32_scalar, dot16_scalar,
+                             dot_awq_scalar};
   return set;
 }
 

@@ -2,6 +2,7 @@
 // runs on any x86-64 CPU; best_kernels() picks one at run time.
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -220,6 +221,41 @@ __attribute__((target("avx2,fma,f16c"))) void dot16_avx2(const uint16_t* w, int6
   }
 }
 
+// Eight output channels of one AWQ word as floats, channel j from nibble kAwqReverse[j].
+__attribute__((target("avx2,fma,f16c"))) inline __m256 awq_word(int32_t word) {
+  const __m256i shifts = _mm256_setr_epi32(0, 16, 4, 20, 8, 24, 12, 28);
+  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), _mm256_set1_epi32(0xF)));
+}
+
+// Up to 16 words (128 output channels) at a time, so that one row's words share a cache line.
+__attribute__((target("avx2,fma,f16c"))) void dot_awq_avx2(const int32_t* qweight, const int32_t* qzeros,
+                                                           const uint16_t* scales, int64_t word_begin,
+                                                           int64_t word_end, int64_t in, int64_t out, int64_t group,
+                                                           const float* x, const float* group_sums, float* y) {
+  const int64_t words = out / 8;
+  for (int64_t w0 = word_begin; w0 < word_end; w0 += 16) {
+    const int64_t nw = std::min<int64_t>(16, word_end - w0);
+    __m256 res[16], acc[16];
+    for (int64_t k = 0; k < nw; ++k) res[k] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < in / group; ++g) {
+      for (int64_t k = 0; k < nw; ++k) acc[k] = _mm256_setzero_ps();
+      for (int64_t i = g * group; i < (g + 1) * group; ++i) {
+        const __m256 xb = _mm256_set1_ps(x[i]);
+        const int32_t* row = qweight + i * words + w0;
+        for (int64_t k = 0; k < nw; ++k) acc[k] = _mm256_fmadd_ps(awq_word(row[k]), xb, acc[k]);
+      }
+      const __m256 gx = _mm256_set1_ps(group_sums[g]);
+      for (int64_t k = 0; k < nw; ++k) {
+        const __m256 zero = awq_word(qzeros[g * words + w0 + k]);
+        const __m256 scale =
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + g * out + (w0 + k) * 8)));
+        res[k] = _mm256_fmadd_ps(scale, _mm256_fnmadd_ps(zero, gx, acc[k]), res[k]);
+      }
+    }
+    for (int64_t k = 0; k < nw; ++k) _mm256_storeu_ps(y + (w0 + k) * 8, res[k]);
+  }
+}
+
 bool cpu_has(const char* feature) {
   __builtin_cpu_init();
   if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
@@ -232,13 +268,14 @@ bool cpu_has(const char* feature) {
 }  // namespace
 
 const KernelSet* avx512_kernels() {
-  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512, dot32_avx512, dot16_avx512};
+  // AWQ's eight channels per word fill one 256-bit vector: the AVX2 kernel serves here too.
+  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512, dot32_avx512, dot16_avx512, dot_awq_avx2};
   return cpu_has("avx512f") ? &set : nullptr;
 }
 
 const KernelSet* avx2_kernels() {
   // The dequantization of whole tiles is memory-bound; the scalar loop serves AVX2 machines.
-  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4, dot32_avx2, dot16_avx2};
+  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4, dot32_avx2, dot16_avx2, dot_awq_avx2};
   return cpu_has("avx2") ? &set : nullptr;
 }
 
