@@ -5,10 +5,11 @@
 # calibration samples of 512 tokens, the same thread count; both rows in one invocation.
 # Target: llmc <= 1.0x the PyTorch time. llmc's time is its whole command (loading,
 # tokenizing, writing the output); the reference's is loading plus calibrating and quantizing.
-#   experiments/bench_gptq_vs_pytorch.sh [threads]
+#   experiments/bench_gptq_vs_pytorch.sh [threads] [samples]   (the issue's size: 128 samples)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 threads=${1:-$(nproc)}
+samples=${2:-128}
 model="$root/models/original/random-opt-125m"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -18,13 +19,13 @@ if [ ! -f "$model/model.safetensors" ]; then
 fi
 # 128 x 512 tokens of calibration text (the held-out Brown text, repeated as needed).
 for _ in 1 2 3 4 5 6 7 8; do cat "$root/data/brown/heldout.txt"; done >"$out/calib.txt"
-echo "machine: $(nproc) cores, $(date -u +%F), threads $threads, commit $(git -C "$root" rev-parse --short HEAD)"
+echo "machine: $(nproc) cores, $(date -u +%F), threads $threads, $samples samples x 512 tokens, commit $(git -C "$root" rev-parse --short HEAD)"
 start=$(date +%s.%N)
 "$root/build/apps/quantize" --model_name_or_path "$model" --output_dir "$out/gptq" --quantization_method gptq \
-  --quantization_bits 4 --group_size 128 --calibration_file "$out/calib.txt" --num_calibration_samples 128 \
+  --quantization_bits 4 --group_size 128 --calibration_file "$out/calib.txt" --num_calibration_samples "$samples" \
   --calibration_seq_len 512 --threads "$threads" --device cpu --quiet >/dev/null
 llmc=$(echo "$(date +%s.%N) - $start" | bc)
-ref=$(/usr/bin/python3 "$root/experiments/gptq_pytorch_reference.py" --model "$model" --samples 128 --seq_len 512 \
+ref=$(/usr/bin/python3 "$root/experiments/gptq_pytorch_reference.py" --model "$model" --samples "$samples" --seq_len 512 \
   --threads "$threads")
 ref_s=$(echo "$ref" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['total_s'])")
 echo "llmc quantize gptq (whole command): ${llmc} s"

@@ -80,6 +80,24 @@ resume gptq "$qz" "$tmp/gptq" --model_name_or_path "$m" --quantization_method gp
 resume awq "$qz" "$tmp/awq" --model_name_or_path "$m" --quantization_method awq --group_size 16 "${cal[@]}"
 resume sparsegpt "$pr" "$tmp/p-sparsegpt" --model_path "$m" --pruning_method sparsegpt --pruning_type unstructured --pruning_ratio 0.5 "${cal[@]}"
 
+# pipeline recipes take the new methods and their options like any other (the option tables).
+cat >"$tmp/recipe.json" <<JSON
+{"name": "calibrated", "model_name_or_path": "$m", "output_dir": "$tmp/pl",
+ "stages": [
+  {"name": "gptq", "tool": "quantize", "input": "@original", "options": {"quantization_method": "gptq", "group_size": 16,
+   "desc_act": true, "calibration_file": "$fx/eval.txt", "num_calibration_samples": 8, "calibration_seq_len": 32}},
+  {"name": "awq", "tool": "quantize", "input": "@original", "options": {"quantization_method": "awq", "group_size": 16,
+   "calibration_file": "$fx/eval.txt", "num_calibration_samples": 8, "calibration_seq_len": 32}},
+  {"name": "sparsegpt", "tool": "prune", "input": "@original", "options": {"pruning_method": "sparsegpt",
+   "pruning_type": "semi_structured", "sparsity_pattern": "2:4", "damp_percent": 0.02, "calibration_file": "$fx/eval.txt",
+   "num_calibration_samples": 8, "calibration_seq_len": 32}}
+ ]}
+JSON
+expect 0 pipeline-calibrated -- "$bin/pipeline" --config "$tmp/recipe.json" "${q[@]}"
+expect_true pipeline-gptq-stage grep -rqs '"quant_method": "gptq"' "$tmp/pl" --include=config.json
+expect_true pipeline-awq-stage grep -rqs '"quant_method": "awq"' "$tmp/pl" --include=config.json
+expect_true pipeline-sparsegpt-stage grep -rqs '"pruning_method": "sparsegpt"' "$tmp/pl" --include=metrics.json
+
 # Bad input: documented exit codes, nothing written.
 printf 'too short' >"$tmp/short.txt"
 expect 3 calib-too-short -- "$qz" --model_name_or_path "$m" --quantization_method gptq --group_size 16 --calibration_file "$tmp/short.txt" \
