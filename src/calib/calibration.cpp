@@ -129,11 +129,12 @@ at::Tensor LinearStats::mean_abs() const {
 }
 
 double output_error(const at::Tensor& reference, const at::Tensor& compressed, const at::Tensor& hessian) {
-  at::Tensor w = reference.to(c10::kDouble);
-  at::Tensor d = w - compressed.to(c10::kDouble);
-  at::Tensor h = hessian.to(c10::kDouble);
-  const double num = (at::mm(d, h) * d).sum().item<double>();
-  const double den = (at::mm(w, h) * w).sum().item<double>();
+  // float32 products (a figure for reports; about 1e-6 relative), summed in float64.
+  at::Tensor w = reference.to(c10::kCPU, c10::kFloat);
+  at::Tensor d = w - compressed.to(c10::kCPU, c10::kFloat);
+  at::Tensor h = hessian.to(c10::kCPU, c10::kFloat);
+  const double num = (at::mm(d, h) * d).sum(c10::kDouble).item<double>();
+  const double den = (at::mm(w, h) * w).sum(c10::kDouble).item<double>();
   return den > 0 ? std::max(0.0, num) / den : 0.0;
 }
 
@@ -360,6 +361,13 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
     } else {
       resuming = false;  // later layers are computed again from here on
       LayerJob job(lm, driver, i);
+      // The layer's dense weights in the compute dtype while it is being compressed (16-bit
+      // weights kept as stored would be converted in every product of every pass).
+      for (const auto& l : job.layout().linears) {
+        bool packed = false;
+        for (const auto& [name, p] : lm.packed_weights()) packed = packed || name == l.name + ".weight";
+        if (!packed) lm.install_linear(l.name, lm.linear_weight(l.name), nullptr);
+      }
       method.compress_layer(job);
       save_layer(o.state_dir, lm, job);
       if (kill_after != nullptr && std::to_string(i) == kill_after) std::raise(SIGKILL);

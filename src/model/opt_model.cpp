@@ -231,7 +231,7 @@ class OptCausalLM : public CausalLM {
     at::NoGradGuard no_grad;
     at::Tensor w = packed ? at::Tensor() : dense.to(device_, dtype_).contiguous().clone();
     // A weight nobody else holds (a memory-mapped 16-bit one) leaves memory now.
-    if (packed && lin.weight.defined() && lin.weight.storage().use_count() == 1) io::release_pages(lin.weight);
+    if (lin.weight.defined() && lin.weight.storage().use_count() == 1) io::release_pages(lin.weight);
     lin.replace(std::move(packed), std::move(w));
   }
 

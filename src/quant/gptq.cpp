@@ -1,5 +1,6 @@
 #include "gptq.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/argsort.h>
@@ -10,6 +11,8 @@
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "llmc/calib/obs.h"
@@ -48,40 +51,66 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   const calib::InverseFactor inv = calib::inverse_factor(H, s.damp_percent);
   r.damp_used = inv.damp_used;
   r.damp_retries = inv.retries;
-  const at::Tensor& Hinv = inv.upper;
+  const at::Tensor Hinv = inv.upper.contiguous();
   const int64_t* pp = perm.defined() ? perm.data_ptr<int64_t>() : nullptr;
 
   at::Tensor Q = at::empty({rows, cols}, W.options());
   at::Tensor codes = at::empty({rows, cols}, at::TensorOptions().dtype(c10::kLong));
   std::vector<at::Tensor> scales(static_cast<size_t>(groups)), zeros(static_cast<size_t>(groups));
-  const double maxq = static_cast<double>((int64_t{1} << s.bits) - 1);
+  const float maxq = static_cast<float>((int64_t{1} << s.bits) - 1);
+  float* wp = W.data_ptr<float>();
+  float* qp = Q.data_ptr<float>();
+  int64_t* cp = codes.data_ptr<int64_t>();
+  const float* hp = Hinv.data_ptr<float>();
   for (int64_t i1 = 0; i1 < cols; i1 += s.block_size) {
     const int64_t i2 = std::min(i1 + s.block_size, cols), count = i2 - i1;
-    at::Tensor W1 = W.narrow(1, i1, count).clone();
-    at::Tensor Err1 = at::empty({rows, count}, W.options());
-    at::Tensor Hinv1 = Hinv.narrow(0, i1, count).narrow(1, i1, count);
+    // The quantizer of every column of the block, fitted before the block starts: W holds the
+    // updates of earlier blocks but not this block's own (as the reference fits them).
+    std::vector<const float*> col_scale(static_cast<size_t>(count)), col_zero(static_cast<size_t>(count));
     for (int64_t i = 0; i < count; ++i) {
       const int64_t col = i1 + i;
+      const model::QuantGrid* g = &grid;
       if (s.group_size != -1) {
         if (s.desc_act) {
-          grid = group_grids[static_cast<size_t>(pp[col] / gs)];
-        } else if (col % gs == 0) {
-          // From W: inter-block updates applied, this block's own not yet (as the reference).
-          grid = model::gptq_grid(W.narrow(1, col, gs), s.bits, s.sym);
-          scales[static_cast<size_t>(col / gs)] = grid.scale;
-          zeros[static_cast<size_t>(col / gs)] = grid.zero;
+          g = &group_grids[static_cast<size_t>(pp[col] / gs)];
+        } else {
+          const size_t gi = static_cast<size_t>(col / gs);
+          if (col % gs == 0) {
+            model::QuantGrid fitted = model::gptq_grid(W.narrow(1, col, gs), s.bits, s.sym);
+            scales[gi] = fitted.scale.contiguous();
+            zeros[gi] = fitted.zero.contiguous();
+          }
+          col_scale[static_cast<size_t>(i)] = scales[gi].data_ptr<float>();
+          col_zero[static_cast<size_t>(i)] = zeros[gi].data_ptr<float>();
+          continue;
         }
       }
-      at::Tensor w = W1.select(1, i);
-      at::Tensor c = at::clamp(at::round(w / grid.scale) + grid.zero, 0, maxq);
-      at::Tensor q = grid.scale * (c - grid.zero);
-      codes.select(1, col).copy_(c);
-      Q.select(1, col).copy_(q);
-      const float d = Hinv1[i][i].item<float>();
-      at::Tensor err = (w - q) / d;
-      W1.narrow(1, i, count - i).addr_(err, Hinv1.select(0, i).narrow(0, i, count - i), 1.0, -1.0);
-      Err1.select(1, i).copy_(err);
+      col_scale[static_cast<size_t>(i)] = g->scale.data_ptr<float>();
+      col_zero[static_cast<size_t>(i)] = g->zero.data_ptr<float>();
     }
+    // Rows are independent: each quantizes its columns in order, passing each rounding error
+    // to its later columns of the block through row i of the inverse factor.
+    at::Tensor Err1 = at::empty({rows, count}, W.options());
+    float* ep = Err1.data_ptr<float>();
+    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+      std::vector<float> buf(static_cast<size_t>(count));
+      for (int64_t r = r0; r < r1; ++r) {
+        std::copy(wp + r * cols + i1, wp + r * cols + i2, buf.begin());
+        for (int64_t i = 0; i < count; ++i) {
+          const int64_t col = i1 + i;
+          const float sc = col_scale[static_cast<size_t>(i)][r], z = col_zero[static_cast<size_t>(i)][r];
+          const float w = buf[static_cast<size_t>(i)];
+          const float c = std::min(std::max(std::nearbyint(w / sc) + z, 0.0f), maxq);  // round half to even
+          const float q = sc * (c - z);
+          cp[r * cols + col] = static_cast<int64_t>(c);
+          qp[r * cols + col] = q;
+          const float* h = hp + col * cols + i1;
+          const float err = (w - q) / h[i];
+          ep[r * count + i] = err;
+          for (int64_t j = i + 1; j < count; ++j) buf[static_cast<size_t>(j)] -= err * h[j];
+        }
+      }
+    });
     if (i2 < cols) W.narrow(1, i2, cols - i2).sub_(at::mm(Err1, Hinv.narrow(0, i1, count).narrow(1, i2, cols - i2)));
   }
 

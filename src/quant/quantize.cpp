@@ -279,11 +279,13 @@ nlohmann::json run_quantize(const QuantizeOptions& o, const RunContext& ctx,
 
   io::ModelDirWriter out(o.output_dir, io::ModelDirWriter::Place::kNewDirectory, o.overwrite);
   at::NoGradGuard no_grad;
-  // Per-layer temporaries are large and short-lived: have glibc map them separately so that
-  // freeing returns them to the system (its adaptive threshold would otherwise keep them in
-  // the heap, and the peak resident size would grow layer after layer).
-  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  // The calibrated path allocates activations in every operation: glibc's own heap policy
+  // serves it (mapping each large block separately costs more in page faults than it saves).
   if (method.layer_method || !o.calibration.calibration_file.empty()) return run_calibrated(o, method, in, out, ctx, decorate);
+  // Streaming: per-tensor temporaries are large and short-lived; have glibc map them
+  // separately so that freeing returns them to the system (its adaptive threshold would
+  // otherwise keep them in the heap, and the peak resident size would grow tensor after tensor).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
   // Zero-copy views on the memory-mapped input files; each is read, used and released.
   io::StateDict input = io::load_weights(in.dir);
