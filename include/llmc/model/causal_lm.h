@@ -53,8 +53,8 @@ class CausalLM {
   // Linear weights held packed (quantized), by weight name ("...fc1.weight"); they are not
   // among named_parameters().
   virtual std::vector<std::pair<std::string, std::shared_ptr<PackedWeight>>> packed_weights() const = 0;
-  // ---- Layer by layer: the shared driver of calibration-based methods (Wanda, activation
-  // importance, later GPTQ/AWQ) runs one decoder layer at a time over calibration data.
+  // ---- Layer by layer: the calibration layer (calib/) runs one decoder layer at a time over
+  // calibration data for GPTQ, AWQ, SparseGPT, Wanda and activation importance.
   // Hidden states entering decoder layer 0 for ids/attention_mask ([B, T]), and the
   // additive attention mask every layer takes.
   virtual std::pair<at::Tensor, at::Tensor> embed(const at::Tensor& input_ids, const at::Tensor& attention_mask) = 0;
