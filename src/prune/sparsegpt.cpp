@@ -26,6 +26,7 @@ SparseGptResult sparsegpt_prune(const at::Tensor& weight, const at::Tensor& hess
   SparseGptResult r;
   r.dead_inputs = calib::zero_dead_inputs(H, W);
   const calib::InverseFactor inv = calib::inverse_factor(H, s.damp_percent);
+  H = at::Tensor();  // the factor is all the loop needs
   r.damp_used = inv.damp_used;
   r.damp_retries = inv.retries;
   const at::Tensor Hinv = inv.upper.contiguous();

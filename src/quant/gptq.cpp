@@ -49,6 +49,7 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
     H = H.index_select(0, perm).index_select(1, perm);
   }
   const calib::InverseFactor inv = calib::inverse_factor(H, s.damp_percent);
+  H = at::Tensor();  // the factor is all the loop needs
   r.damp_used = inv.damp_used;
   r.damp_retries = inv.retries;
   const at::Tensor Hinv = inv.upper.contiguous();
