@@ -8,6 +8,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -62,7 +63,6 @@ std::string read_calibration_text(const CalibrationOptions& o) {
   if (path.size() < 6 || path.compare(path.size() - 6, 6, ".jsonl") != 0) return eval::read_eval_text(path);
   std::istringstream lines(io::read_text_file(path));
   std::string line, text;
-  int64_t n = 0;
   for (int64_t lineno = 1; std::getline(lines, line); ++lineno) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(lineno);
@@ -71,7 +71,6 @@ std::string read_calibration_text(const CalibrationOptions& o) {
     const std::string t = io::json_required<std::string>(doc, o.text_field, where);
     if (!text.empty()) text += "\n\n";
     text += t;
-    ++n;
   }
   if (text.empty()) throw InputError(path + ": no document with a non-empty '" + quote_prefix(o.text_field, 40) + "' field");
   if (!tokenizer::is_valid_utf8(text)) throw InputError(path + ": text is not valid UTF-8");
@@ -231,6 +230,15 @@ void LayerJob::note(const std::string& text) {
 
 // ---------------------------------------------------------------- state and the run
 
+std::string run_fingerprint(const std::string& tool, const std::string& input, const std::vector<OptionField>& fields,
+                            const RunContext& ctx) {
+  nlohmann::json options = nlohmann::json::object();
+  for (const auto& f : fields) options[f.name] = option_value(f);
+  return nlohmann::json({{"tool", tool}, {"input", input}, {"options", options}, {"seed", ctx.seed},
+                         {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}})
+      .dump();
+}
+
 std::string state_dir_for(const std::string& output_dir) {
   fs::path p = fs::path(output_dir).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
@@ -250,13 +258,19 @@ std::string layer_file(const std::string& dir, int64_t i, const char* ext) {
   return (fs::path(dir) / name).string();
 }
 
+// The model's packed Linears by module name ("model.decoder.layers.0.fc1").
+std::map<std::string, std::shared_ptr<model::PackedWeight>> packed_linears(const model::CausalLM& lm) {
+  std::map<std::string, std::shared_ptr<model::PackedWeight>> out;
+  for (const auto& [name, p] : lm.packed_weights()) out[name.substr(0, name.size() - 7)] = p;  // minus ".weight"
+  return out;
+}
+
 // Saves what layer i now holds: its Linears (packed pieces or a dense weight), the changed
 // parameters and the extras; the JSON (written last) marks the layer finished.
 void save_layer(const std::string& dir, model::CausalLM& lm, const LayerJob& job) {
   io::StateDict tensors;
   nlohmann::json packed = nlohmann::json::object();
-  std::map<std::string, std::shared_ptr<model::PackedWeight>> packed_now;
-  for (const auto& [name, p] : lm.packed_weights()) packed_now[name.substr(0, name.size() - 7)] = p;
+  const auto packed_now = packed_linears(lm);
   for (const auto& l : job.layout().linears) {
     auto it = packed_now.find(l.name);
     if (it != packed_now.end()) {
@@ -363,10 +377,9 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
       LayerJob job(lm, driver, i);
       // The layer's dense weights in the compute dtype while it is being compressed (16-bit
       // weights kept as stored would be converted in every product of every pass).
+      const auto packed = packed_linears(lm);
       for (const auto& l : job.layout().linears) {
-        bool packed = false;
-        for (const auto& [name, p] : lm.packed_weights()) packed = packed || name == l.name + ".weight";
-        if (!packed) lm.install_linear(l.name, lm.linear_weight(l.name), nullptr);
+        if (!packed.count(l.name)) lm.install_linear(l.name, lm.linear_weight(l.name), nullptr);
       }
       method.compress_layer(job);
       save_layer(o.state_dir, lm, job);

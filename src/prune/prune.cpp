@@ -373,10 +373,6 @@ void validate(const PruneOptions& o) {
   if (method.needs_calibration && o.calibration.calibration_file.empty()) {
     throw UsageError("--pruning_method " + o.pruning_method + " needs calibration data: pass --calibration_file");
   }
-  if (method.needs_calibration && o.scope == "global") {
-    throw UsageError("--scope global needs every layer's scores at once; " + o.pruning_method +
-                     " prunes layer by layer (use --scope layer)");
-  }
   calib::validate(o.calibration);
   if (!(o.damp_percent >= 0.0 && o.damp_percent < 1.0)) {
     throw UsageError("--damp_percent must be in [0, 1), found " + std::to_string(o.damp_percent));
@@ -617,12 +613,8 @@ nlohmann::json run_prune(const PruneOptions& o, const RunContext& ctx,
         });
     calib::LayerwiseOptions lo;
     lo.state_dir = calib::state_dir_for(o.output_dir);
-    nlohmann::json opts = nlohmann::json::object();
     PruneOptions copy = o;
-    for (const auto& f : option_fields(copy)) opts[f.name] = option_value(f);
-    lo.fingerprint = nlohmann::json({{"tool", "prune"}, {"input", dir}, {"options", opts}, {"seed", ctx.seed},
-                                     {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}})
-                         .dump();
+    lo.fingerprint = calib::run_fingerprint("prune", dir, option_fields(copy), ctx);
     state_dir = lo.state_dir;
     const calib::LayerwiseResult result = calib::run_layerwise(*lm, driver, layers, lo, ctx);
     calibration = {{"file", o.calibration.calibration_file},

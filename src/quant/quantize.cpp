@@ -212,12 +212,8 @@ nlohmann::json run_calibrated(const QuantizeOptions& o, const Method& method, co
 
   calib::LayerwiseOptions lo;
   lo.state_dir = calib::state_dir_for(o.output_dir);
-  nlohmann::json opts = nlohmann::json::object();
   QuantizeOptions copy = o;
-  for (const auto& f : option_fields(copy)) opts[f.name] = option_value(f);
-  lo.fingerprint = nlohmann::json({{"tool", "quantize"}, {"input", in.dir}, {"options", opts}, {"seed", ctx.seed},
-                                   {"dtype", dtype_name(ctx.dtype)}, {"threads", ctx.threads}})
-                       .dump();
+  lo.fingerprint = calib::run_fingerprint("quantize", in.dir, option_fields(copy), ctx);
   const calib::LayerwiseResult result = calib::run_layerwise(*lm, driver, layer_method, lo, ctx);
 
   // Write everything the model now holds: packed Linears, and every other tensor in float16.

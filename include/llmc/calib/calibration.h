@@ -144,6 +144,11 @@ struct LayerwiseResult {
 LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMethod& method, const LayerwiseOptions& options,
                               const RunContext& ctx);
 
+// A run's identity for LayerwiseOptions::fingerprint: the tool, its input, every option value
+// (`fields`, the tool's option table) and the seed, dtype and threads that change the numbers.
+std::string run_fingerprint(const std::string& tool, const std::string& input, const std::vector<OptionField>& fields,
+                            const RunContext& ctx);
+
 // The state directory beside an output directory, and its removal once the output is committed.
 std::string state_dir_for(const std::string& output_dir);
 void remove_state(const std::string& state_dir);
