@@ -45,7 +45,7 @@ void for_each_window_batch(const std::vector<int64_t>& ids, int64_t max_length, 
 }
 
 PerplexityResult perplexity(model::CausalLM& model, const std::vector<int64_t>& ids, int64_t max_length,
-                            int64_t batch_size, const RunContext& ctx) {
+                            int64_t batch_size, const RunContext& ctx, const WindowObserver& observe) {
   const int64_t max_pos = model.info().max_positions;
   if (max_length == 0) max_length = max_pos;
   if (max_length < 2 || max_length > max_pos) {
@@ -75,6 +75,7 @@ PerplexityResult perplexity(model::CausalLM& model, const std::vector<int64_t>& 
                           at::Tensor valid = mask.slice(1, 1, T).to(c10::kCPU, c10::kDouble);
                           result.total_nll -= (tok_logp * valid).sum().item<double>();
                           result.predicted_tokens += static_cast<int64_t>(valid.sum().item<double>());
+                          if (observe) observe(logits, batch, mask);
                         });
   if (result.predicted_tokens == 0) throw InputError("no token to predict with --max_length " + std::to_string(max_length));
   result.perplexity = std::exp(result.total_nll / static_cast<double>(result.predicted_tokens));

@@ -9,6 +9,7 @@
 #include "llmc/core/options.h"
 #include "llmc/core/run_context.h"
 #include "llmc/model/generation.h"
+#include "llmc/tokenizer/tokenizer.h"
 
 namespace llmc::eval {
 
@@ -23,10 +24,20 @@ struct EvaluateOptions {
   bool benchmark{false};
   int64_t bench_prompt_tokens{128};
   int64_t bench_new_tokens{32};
+  // A base to compare with over the eval_file's windows: a model (directory or hub id) or
+  // a file written by --save_logits (docs/metrics.md "compare").
+  std::string compare_to;
+  std::string save_logits;  // write this model's log-probabilities over the eval_file's windows
+  std::string tasks;        // comma-separated task files (.jsonl)
+  int64_t limit{0};         // examples per task (0 = all)
 };
 
 // The flags of `evaluate` (and the keys of a pipeline recipe's "evaluation"), bound to `o`.
 std::vector<OptionField> option_fields(EvaluateOptions& o);
+
+// name, vocabulary size and the ids of a fixed multilingual probe text: two tokenizers with
+// the same fingerprint encode text the same way for evaluation's purposes.
+nlohmann::json tokenizer_fingerprint(const tokenizer::Tokenizer& tok);
 
 // Reads the eval file whole; InputError when missing, empty or not UTF-8.
 std::string read_eval_text(const std::string& path);

@@ -29,7 +29,10 @@ void for_each_window_batch(const std::vector<int64_t>& ids, int64_t max_length, 
 
 // UsageError when max_length or batch_size is out of range, InputError when there is
 // nothing to predict (fewer than 2 tokens).
+// `observe`, when given, sees every batch's logits [B, T, V] with its ids and mask (T >= 2),
+// in protocol order, after the perplexity's own use of them.
+using WindowObserver = std::function<void(const at::Tensor& logits, const at::Tensor& ids, const at::Tensor& mask)>;
 PerplexityResult perplexity(model::CausalLM& model, const std::vector<int64_t>& ids, int64_t max_length,
-                            int64_t batch_size, const RunContext& ctx);
+                            int64_t batch_size, const RunContext& ctx, const WindowObserver& observe = nullptr);
 
 }  // namespace llmc::eval

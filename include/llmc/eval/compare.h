@@ -1,0 +1,58 @@
+// A model's next-token distributions against a base's, token by token over the perplexity
+// protocol's windows (docs/metrics.md "compare"): KL(P_base || P_model), top-1 agreement and
+// the change of the correct token's probability, with the statistics of the summary.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <vector>
+
+namespace llmc::eval {
+
+// The base's view of N predicted positions, over the `shared` ids both models have.
+struct BaseDistribution {
+  // [N, shared] float32 or float64: log-probabilities up to a constant per row (logits);
+  // -inf where the base gives no mass.
+  at::Tensor logits;
+  at::Tensor argmax;       // [N] int64, the base's most likely id; computed from logits when undefined
+  at::Tensor target_logp;  // [N] float64, log P_base(correct token); computed from logits when undefined
+};
+
+// Statistics streamed over the predicted tokens. KL and Δp are kept per token for their
+// percentiles (16 bytes a token).
+class CompareAccumulator {
+ public:
+  // One batch: model_logits [N, >= shared] (any float dtype), targets [N] int64.
+  // Every row is a predicted token. Computed in float64 when either side is float64, else
+  // in float32 with the sums and log-sum-exps in float64 (KL's error then stays near 1e-7
+  // nats a token); identical inputs give KL exactly 0.
+  void add(const at::Tensor& model_logits, const BaseDistribution& base, const at::Tensor& targets);
+  int64_t count() const { return static_cast<int64_t>(kl_.size()); }
+  // The `compare` keys of docs/metrics.md; InputError when nothing was compared.
+  nlohmann::json summary() const;
+
+ private:
+  std::vector<double> kl_;
+  std::vector<double> delta_p_;
+  int64_t same_top_{0};
+  double nll_{0}, nll2_{0}, nll_base_{0}, nll_base2_{0}, nll_cross_{0};
+};
+
+// The base distribution from the base model's own logits [N, >= shared] (their first
+// `shared` ids).
+BaseDistribution base_from_logits(const at::Tensor& base_logits, int64_t shared);
+
+// Rows to hand CompareAccumulator::add at a time for a vocabulary of `width` ids, so that the
+// float64 temporaries of a piece stay near 2 MB (in cache; larger pieces cost page faults).
+int64_t compare_rows_per_piece(int64_t width);
+
+// Percentile by linear interpolation at p·(n−1) of the sorted values (p in [0, 1]).
+double percentile(std::vector<double> values, double p);
+
+// Rows of a batch's logits [B, T, V] that predict a token (mask at t+1 is 1): [N, V], with
+// their targets [N] int64. T >= 2.
+std::pair<at::Tensor, at::Tensor> predicted_rows(const at::Tensor& logits, const at::Tensor& ids, const at::Tensor& mask);
+
+}  // namespace llmc::eval
