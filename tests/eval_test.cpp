@@ -111,3 +111,399 @@ TEST(Evaluate, RefusesEmptyAndNonUtf8EvalFiles) {
   test::expect_error<InputError>([] { eval::read_eval_text(fixture("bad/latin1.txt")); }, "not valid UTF-8");
   test::expect_error<InputError>([] { eval::read_eval_text(fixture("bad/nope.txt")); }, "file not found");
 }
+
+// ---------------------------------------------------------------------------------------
+// evaluate --compare_to, --save_logits, --tasks
+
+#include <ATen/ops/log_softmax.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/tensor.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "llmc/eval/compare.h"
+#include "llmc/eval/logits_file.h"
+#include "llmc/eval/tasks.h"
+#include "llmc/tokenizer/tokenizer.h"
+
+namespace {
+
+RunContext double_context() {
+  RunContext ctx = test::cpu_context();
+  ctx.dtype = c10::kDouble;
+  return ctx;
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+// The protocol's windows over `ids`, each model run on each window alone, and the per-token
+// figures computed with plain loops in float64 from the two models' logits.
+struct Reference {
+  std::vector<double> kl, dp;
+  int64_t same{0};
+  double nll{0}, nll_base{0};
+};
+
+Reference reference_compare(model::CausalLM& m, model::CausalLM& base, const std::vector<int64_t>& ids, int64_t window) {
+  Reference r;
+  c10::InferenceMode guard;
+  for (size_t b = 0; b < ids.size(); b += static_cast<size_t>(window)) {
+    const size_t e = std::min(ids.size(), b + static_cast<size_t>(window));
+    if (e - b < 2) continue;
+    std::vector<int64_t> w(ids.begin() + static_cast<std::ptrdiff_t>(b), ids.begin() + static_cast<std::ptrdiff_t>(e));
+    const auto T = static_cast<int64_t>(w.size());
+    const at::Tensor x = at::tensor(w, at::TensorOptions().dtype(c10::kLong)).unsqueeze(0);
+    const at::Tensor mask = at::ones({1, T}, at::TensorOptions().dtype(c10::kLong));
+    const at::Tensor lm = m.forward(x, mask, nullptr)[0].to(c10::kDouble).contiguous();
+    const at::Tensor lb = base.forward(x, mask, nullptr)[0].to(c10::kDouble).contiguous();
+    const int64_t V = lm.size(1);
+    for (int64_t t = 0; t + 1 < T; ++t) {
+      const double* a = lb.data_ptr<double>() + t * V;  // base
+      const double* q = lm.data_ptr<double>() + t * V;  // model
+      auto lse = [V](const double* v) {
+        double mx = v[0];
+        for (int64_t i = 1; i < V; ++i) mx = std::max(mx, v[i]);
+        double s = 0;
+        for (int64_t i = 0; i < V; ++i) s += std::exp(v[i] - mx);
+        return mx + std::log(s);
+      };
+      const double la = lse(a), lq = lse(q);
+      double kl = 0;
+      int64_t arg_a = 0, arg_q = 0;
+      for (int64_t i = 0; i < V; ++i) {
+        kl += std::exp(a[i] - la) * ((a[i] - la) - (q[i] - lq));
+        if (a[i] > a[arg_a]) arg_a = i;
+        if (q[i] > q[arg_q]) arg_q = i;
+      }
+      const int64_t y = w[static_cast<size_t>(t + 1)];
+      r.kl.push_back(kl);
+      r.same += arg_a == arg_q ? 1 : 0;
+      r.dp.push_back(std::exp(q[y] - lq) - std::exp(a[y] - la));
+      r.nll -= q[y] - lq;
+      r.nll_base -= a[y] - la;
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+// Two different models in float64: every compare figure equals the plain-loop reference
+// within 1e-9 (relative for KL and perplexities, absolute for rates).
+TEST(Compare, MatchesAnIndependentFloat64Computation) {
+  const RunContext ctx = double_context();
+  eval::EvaluateOptions o;
+  o.model_name_or_path = fixture("opt_postln_f16_bin");
+  o.compare_to = fixture("opt_preln_f32");
+  o.eval_file = fixture("eval.txt");
+  o.max_length = 48;
+  o.batch_size = 3;
+  const nlohmann::json c = eval::run_evaluate(o, ctx)["compare"];
+
+  auto m = model::load_causal_lm(fixture("opt_postln_f16_bin"), ctx);
+  auto base = model::load_causal_lm(fixture("opt_preln_f32"), ctx);
+  const auto ids = tokenizer::load_tokenizer(fixture("opt_preln_f32"))->encode(eval::read_eval_text(o.eval_file), true);
+  const Reference r = reference_compare(*m, *base, ids, 48);
+  const auto n = static_cast<double>(r.kl.size());
+  ASSERT_EQ(c["predicted_tokens"].get<int64_t>(), static_cast<int64_t>(r.kl.size()));
+  double kl_sum = 0, dp2 = 0;
+  for (double v : r.kl) kl_sum += v;
+  for (double v : r.dp) dp2 += v * v;
+  auto rel = [](double a, double b) { return std::abs(a - b) / std::max(1e-300, std::abs(b)); };
+  EXPECT_GT(kl_sum / n, 0.1);  // two unrelated random models: far apart
+  EXPECT_LT(rel(c["kl_mean"], kl_sum / n), 1e-9);
+  EXPECT_LT(rel(c["kl_median"], eval::percentile(r.kl, 0.5)), 1e-9);
+  EXPECT_LT(rel(c["kl_p90"], eval::percentile(r.kl, 0.9)), 1e-9);
+  EXPECT_LT(rel(c["kl_p99"], eval::percentile(r.kl, 0.99)), 1e-9);
+  EXPECT_LT(rel(c["kl_max"], *std::max_element(r.kl.begin(), r.kl.end())), 1e-9);
+  EXPECT_NEAR(c["top1_agreement"].get<double>(), static_cast<double>(r.same) / n, 1e-12);
+  EXPECT_NEAR(c["delta_p_rms"].get<double>(), std::sqrt(dp2 / n), 1e-9);
+  EXPECT_LT(rel(c["perplexity"], std::exp(r.nll / n)), 1e-9);
+  EXPECT_LT(rel(c["base_perplexity"], std::exp(r.nll_base / n)), 1e-9);
+  EXPECT_LT(rel(c["perplexity_ratio"], std::exp((r.nll - r.nll_base) / n)), 1e-9);
+  EXPECT_EQ(c["base_kind"], "model");
+  EXPECT_EQ(c["shared_vocab"], 50272);
+}
+
+// A model against itself: KL exactly 0 and agreement exactly 1, in float32.
+TEST(Compare, SelfComparisonIsExactlyZero) {
+  const RunContext ctx = test::cpu_context();
+  eval::EvaluateOptions o;
+  o.model_name_or_path = fixture("opt_preln_f32");
+  o.compare_to = fixture("opt_preln_bin");  // the same weights from a torch checkpoint
+  o.eval_file = fixture("eval.txt");
+  o.batch_size = 2;
+  const nlohmann::json c = eval::run_evaluate(o, ctx)["compare"];
+  for (const char* k : {"kl_mean", "kl_mean_stderr", "kl_median", "kl_p90", "kl_p99", "kl_max", "delta_p_rms", "delta_p_mean"}) {
+    EXPECT_EQ(c[k].get<double>(), 0.0) << k;
+  }
+  EXPECT_EQ(c["top1_agreement"].get<double>(), 1.0);
+  EXPECT_EQ(c["perplexity_ratio"].get<double>(), 1.0);
+}
+
+// The saved-logits path against the two-model path: agreement exactly; Δp and the
+// perplexities within 1e-6 relative (the file holds the base's float64 values, the two-model
+// path computes them from float32 logits); KL through the 16-bit coding of the distribution,
+// within 1e-3 relative. A model against its own file: KL below 1e-7.
+TEST(Compare, SavedLogitsEqualTheTwoModelPath) {
+  const RunContext ctx = test::cpu_context();
+  test::TempDir tmp;
+  eval::EvaluateOptions save;
+  save.model_name_or_path = fixture("opt_preln_f32");
+  save.eval_file = fixture("eval.txt");
+  save.max_length = 40;
+  save.save_logits = tmp / "base.logp";
+  const nlohmann::json s = eval::run_evaluate(save, ctx);
+  const int64_t predicted = s["predicted_tokens"];
+  EXPECT_EQ(s["saved_logits"]["bytes"].get<uint64_t>(),
+            std::filesystem::file_size(tmp / "base.logp"));
+  EXPECT_GT(s["saved_logits"]["bytes"].get<uint64_t>(), static_cast<uint64_t>(predicted) * eval::logits_record_bytes(50272));
+
+  eval::EvaluateOptions two;
+  two.model_name_or_path = fixture("opt_postln_f16_bin");
+  two.compare_to = fixture("opt_preln_f32");
+  two.eval_file = fixture("eval.txt");
+  two.max_length = 40;
+  two.batch_size = 2;
+  const nlohmann::json a = eval::run_evaluate(two, ctx)["compare"];
+  two.compare_to = tmp / "base.logp";
+  two.eval_file.clear();  // the ids come from the file
+  two.max_length = 0;
+  const nlohmann::json b = eval::run_evaluate(two, ctx)["compare"];
+  EXPECT_EQ(b["base_kind"], "logits_file");
+  EXPECT_EQ(a["predicted_tokens"], b["predicted_tokens"]);
+  EXPECT_EQ(a["top1_agreement"], b["top1_agreement"]);
+  for (const char* k : {"perplexity", "base_perplexity", "perplexity_ratio", "delta_p_rms", "delta_p_mean"}) {
+    EXPECT_NEAR(a[k].get<double>(), b[k].get<double>(), 1e-6 * std::max(1e-3, std::abs(a[k].get<double>()))) << k;
+  }
+  for (const char* k : {"kl_mean", "kl_median", "kl_p90", "kl_max"}) {
+    EXPECT_NEAR(a[k].get<double>(), b[k].get<double>(), 1e-3 * a[k].get<double>()) << k;
+  }
+  two.model_name_or_path = fixture("opt_preln_f32");
+  const nlohmann::json self = eval::run_evaluate(two, ctx)["compare"];
+  EXPECT_LT(self["kl_mean"].get<double>(), 1e-7);
+  EXPECT_EQ(self["top1_agreement"].get<double>(), 1.0);
+}
+
+TEST(Compare, RefusesMismatchedTextWindowsAndTokenizers) {
+  const RunContext ctx = test::cpu_context();
+  test::TempDir tmp;
+  eval::EvaluateOptions save;
+  save.model_name_or_path = fixture("opt_preln_f32");
+  save.eval_file = fixture("eval.txt");
+  save.max_length = 40;
+  save.save_logits = tmp / "base.logp";
+  eval::run_evaluate(save, ctx);
+  eval::EvaluateOptions o;
+  o.model_name_or_path = fixture("opt_preln_f32");
+  o.compare_to = tmp / "base.logp";
+  o.max_length = 32;
+  test::expect_error<UsageError>([&] { eval::run_evaluate(o, ctx); }, "differs from the 40");
+  o.max_length = 0;
+  write_text(tmp / "other.txt", "Some other text entirely, not the one saved.");
+  o.eval_file = tmp / "other.txt";
+  test::expect_error<UsageError>([&] { eval::run_evaluate(o, ctx); }, "does not encode to the");
+  o.eval_file.clear();
+  o.model_name_or_path = fixture("spm_model");  // a SentencePiece tokenizer
+  if (std::filesystem::exists(fixture("spm_model/config.json"))) {
+    test::expect_error<UsageError>([&] { eval::run_evaluate(o, ctx); }, "share one tokenizer");
+  }
+  eval::EvaluateOptions need;
+  need.model_name_or_path = fixture("opt_preln_f32");
+  need.compare_to = fixture("opt_preln_bin");
+  test::expect_error<UsageError>([&] { eval::run_evaluate(need, ctx); }, "needs --eval_file");
+}
+
+// Files from strangers: every damaged header or record is exit 3 with where it went wrong.
+TEST(Compare, RefusesDamagedLogitsFiles) {
+  const RunContext ctx = test::cpu_context();
+  test::TempDir tmp;
+  eval::EvaluateOptions save;
+  save.model_name_or_path = fixture("opt_preln_f32");
+  save.eval_file = fixture("eval.txt");
+  save.max_length = 40;
+  save.save_logits = tmp / "base.logp";
+  eval::run_evaluate(save, ctx);
+  std::string good;
+  {
+    std::ifstream f(tmp / "base.logp", std::ios::binary);
+    good.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  uint32_t hlen;
+  std::memcpy(&hlen, good.data() + 12, 4);
+  const nlohmann::json header = nlohmann::json::parse(good.substr(16, hlen));
+  const size_t ids_at = 16 + hlen, records_at = ids_at + 4 * header["num_tokens"].get<size_t>();
+  auto variant = [&](const std::string& bytes, const std::string& needle) {
+    write_text(tmp / "bad.logp", bytes);
+    eval::EvaluateOptions o;
+    o.model_name_or_path = fixture("opt_preln_f32");
+    o.compare_to = tmp / "bad.logp";
+    test::expect_error<InputError>([&] { eval::run_evaluate(o, ctx); }, needle);
+  };
+  auto with_header = [&](nlohmann::json h) {
+    const std::string js = h.dump();
+    std::string out = good.substr(0, 12);
+    const auto n = static_cast<uint32_t>(js.size());
+    out.append(reinterpret_cast<const char*>(&n), 4);
+    return out + js + good.substr(ids_at);
+  };
+  variant(good.substr(0, good.size() - 1), "its header describes");
+  variant(good + "x", "its header describes");
+  variant(good.substr(0, 10), "too short");
+  {
+    std::string b = good;
+    b[12] = '\xff';
+    b[13] = '\xff';
+    b[14] = '\xff';
+    b[15] = '\x7f';
+    variant(b, "does not fit");
+  }
+  {
+    std::string b = good;
+    b[8] = 2;
+    variant(b, "version 2");
+  }
+  {
+    nlohmann::json h = header;
+    h["vocab_size"] = -5;
+    variant(with_header(h), "vocab_size");
+    h = header;
+    h["num_tokens"] = "many";
+    variant(with_header(h), "num_tokens");
+    h = header;
+    h["predicted_tokens"] = header["predicted_tokens"].get<int64_t>() + 1;
+    variant(with_header(h), "does not follow");
+    h = header;
+    h["num_tokens"] = int64_t{1} << 35;
+    h["predicted_tokens"] = eval::protocol_predicted_tokens(int64_t{1} << 35, 40);
+    variant(with_header(h), "its header describes");
+  }
+  variant(good.substr(0, 16) + std::string(hlen, '[') + good.substr(ids_at), "header");
+  {
+    std::string b = good;
+    const int32_t bad_id = 60000;
+    std::memcpy(b.data() + ids_at + 8, &bad_id, 4);
+    variant(b, "outside the vocabulary");
+  }
+  {
+    std::string b = good;
+    const double nan = std::nan("");
+    std::memcpy(b.data() + records_at + 8, &nan, 8);  // the first record's step
+    variant(b, "record 0");
+  }
+  {
+    std::string b = good;
+    const uint64_t rb = eval::logits_record_bytes(50272);
+    std::memset(b.data() + records_at + rb + 28, 0, 2 * 50272);  // record 1: no id has mass
+    variant(b, "no id");
+  }
+  std::filesystem::create_directory(tmp / "dir.logp");
+  eval::EvaluateOptions o;
+  o.model_name_or_path = fixture("opt_preln_f32");
+  o.compare_to = tmp / "dir.logp";  // a directory is taken for a model directory
+  EXPECT_THROW(eval::run_evaluate(o, ctx), Error);
+}
+
+TEST(Compare, PercentileInterpolatesLinearly) {
+  EXPECT_DOUBLE_EQ(eval::percentile({3, 1, 2, 4}, 0.5), 2.5);
+  EXPECT_DOUBLE_EQ(eval::percentile({1, 2, 3, 4, 5}, 0.9), 4.6);
+  EXPECT_DOUBLE_EQ(eval::percentile({7}, 0.99), 7);
+  EXPECT_DOUBLE_EQ(eval::percentile({1, 9}, 1.0), 9);
+}
+
+// Task scores against the same log-likelihoods computed by hand from the model's logits.
+TEST(Tasks, ScoreMultipleChoiceAndClozeAsTheHarness) {
+  const RunContext ctx = test::cpu_context();
+  test::TempDir tmp;
+  auto m = model::load_causal_lm(fixture("opt_preln_f32"), ctx);
+  auto tok = tokenizer::load_tokenizer(fixture("opt_preln_f32"));
+  // log P(continuation | context) by one forward over BOS + context + continuation.
+  auto loglik = [&](const std::string& context, const std::string& cont, bool* greedy) {
+    const auto c = tok->encode(context, true);
+    const auto w = tok->encode(context + cont, true);
+    c10::InferenceMode g;
+    const at::Tensor x = at::tensor(w, at::TensorOptions().dtype(c10::kLong)).unsqueeze(0);
+    const at::Tensor lp = at::log_softmax(m->forward(x, at::ones_like(x), nullptr)[0].to(c10::kDouble), -1);
+    double s = 0;
+    bool all = true;
+    for (size_t t = c.size(); t < w.size(); ++t) {
+      s += lp[static_cast<int64_t>(t - 1)][w[t]].item<double>();
+      all = all && lp[static_cast<int64_t>(t - 1)].argmax().item<int64_t>() == w[t];
+    }
+    if (greedy != nullptr) *greedy = all;
+    return s;
+  };
+  const std::vector<std::tuple<std::string, std::vector<std::string>, int>> mc = {
+      {"The capital of France is", {" Paris", " a large blue elephant", " Rome"}, 0},
+      {"Two plus two equals", {" four", " five"}, 1},
+      {"She opened the door and", {" walked in.", " sat", " ran away quickly", " smiled"}, 3},
+  };
+  std::string lines;
+  int want = 0, want_norm = 0;
+  for (const auto& [ctx_text, choices, gold] : mc) {
+    nlohmann::json j{{"context", ctx_text}, {"choices", choices}, {"gold", gold}};
+    lines += j.dump() + "\n";
+    size_t best = 0, best_norm = 0;
+    std::vector<double> ll;
+    for (const auto& ch : choices) ll.push_back(loglik(ctx_text, ch, nullptr));
+    for (size_t i = 1; i < ll.size(); ++i) {
+      if (ll[i] > ll[best]) best = i;
+      if (ll[i] / static_cast<double>(choices[i].size()) > ll[best_norm] / static_cast<double>(choices[best_norm].size())) best_norm = i;
+    }
+    want += static_cast<int>(best) == gold;
+    want_norm += static_cast<int>(best_norm) == gold;
+  }
+  write_text(tmp / "mc.jsonl", lines + "\n");
+  const eval::Task t = eval::read_task_file(tmp / "mc.jsonl", 0);
+  EXPECT_EQ(t.name, "mc");
+  for (int64_t batch : {1, 2, 8}) {
+    const nlohmann::json r = eval::score_task(*m, *tok, t, batch, ctx);
+    EXPECT_EQ(r["type"], "multiple_choice");
+    EXPECT_EQ(r["examples"], 3);
+    EXPECT_DOUBLE_EQ(r["acc"].get<double>(), want / 3.0) << batch;
+    EXPECT_DOUBLE_EQ(r["acc_norm"].get<double>(), want_norm / 3.0) << batch;
+  }
+  // Cloze: target perplexity is exp(−mean summed log-likelihood), as the harness's lambada.
+  const std::vector<std::pair<std::string, std::string>> cz = {{"He went to the", " store"}, {"I like", " it"}, {"The end of the", " story"}};
+  lines.clear();
+  double ll_sum = 0;
+  int greedy_count = 0;
+  for (const auto& [c, target] : cz) {
+    lines += nlohmann::json{{"context", c}, {"target", target}}.dump() + "\n";
+    bool g = false;
+    ll_sum += loglik(c, target, &g);
+    greedy_count += g;
+  }
+  write_text(tmp / "cloze.jsonl", lines);
+  const nlohmann::json r = eval::score_task(*m, *tok, eval::read_task_file(tmp / "cloze.jsonl", 0), 2, ctx);
+  EXPECT_EQ(r["type"], "cloze");
+  EXPECT_DOUBLE_EQ(r["acc"].get<double>(), greedy_count / 3.0);
+  EXPECT_NEAR(r["target_perplexity"].get<double>() / std::exp(-ll_sum / 3.0), 1.0, 1e-5);
+  EXPECT_EQ(eval::read_task_file(tmp / "cloze.jsonl", 2).examples.size(), 2u);  // --limit
+}
+
+TEST(Tasks, RefusesMalformedExamples) {
+  test::TempDir tmp;
+  auto bad = [&](const std::string& line, const std::string& needle) {
+    write_text(tmp / "t.jsonl", line);
+    test::expect_error<InputError>([&] { eval::read_task_file(tmp / "t.jsonl", 0); }, needle);
+  };
+  bad("", "no example");
+  bad("[1,2]\n", "expected a JSON object");
+  bad("{\"context\": \"a\"}\n", "either 'choices'");
+  bad("{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"target\": \"z\"}\n", "either 'choices'");
+  bad("{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n", "'choices' must be");
+  bad("{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"gold\": 2}\n", "'gold' must be");
+  bad("{\"context\": \"a\", \"choices\": [\"x\", 3], \"gold\": 0}\n", "every choice");
+  bad("{\"context\": 5, \"target\": \"z\"}\n", "'context' must be a string");
+  bad("{\"context\": \"a\", \"target\": \"\"}\n", "'target' is empty");
+  bad("{\"context\": \"a\", \"target\": \"z\"}\n{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"gold\": 0}\n", "mixes");
+  bad("{\"context\": \"a\", \"target\": \"z\"\n", "t.jsonl:1");
+  EXPECT_THROW(eval::split_task_list("a.jsonl,,b.jsonl"), UsageError);
+  EXPECT_EQ(eval::split_task_list("a.jsonl,b.jsonl").size(), 2u);
+}

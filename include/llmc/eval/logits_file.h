@@ -1,7 +1,7 @@
 // The base-log-probabilities file of `evaluate --save_logits` / `--compare_to FILE`
 // (docs/formats.md "Base log-probabilities"): the token ids and window length of a
 // perplexity run, then one record per predicted token holding the base's full next-token
-// distribution in 16 bits per id (a per-token range of 16 nats below the most likely id in
+// distribution in 16 bits per id (a per-token range of 40 nats below the most likely id in
 // 65535 steps), its most likely id and the exact log-probability of the correct token.
 #pragma once
 
@@ -66,7 +66,7 @@ class LogitsFileReader {
   const LogitsFileHeader& header() const { return header_; }
   const std::vector<int64_t>& ids() const { return ids_; }
   // The next n records as the base distribution over the first `shared` ids (renormalized
-  // there; ids coded 0, more than 16 nats below the top, carry no mass).
+  // there; ids coded 0, more than 40 nats below the top, carry no mass).
   BaseDistribution next(int64_t n, int64_t shared);
 
  private:
