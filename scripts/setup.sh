@@ -47,4 +47,9 @@ if [ ! -s "$root/data/brown/train.txt" ] || [ ! -s "$root/data/brown/heldout.txt
   /usr/bin/python3 "$root/scripts/brown_text.py" --categories all --out "$root/data/brown/train.txt" \
     --heldout "$root/data/brown/heldout.txt" --heldout_every 20 >&2
 fi
+# The demo's task: a last-word cloze from the held-out sentences (rule in the script).
+if [ ! -s "$root/data/tasks/brown_cloze.jsonl" ]; then
+  /usr/bin/python3 "$root/scripts/brown_cloze.py" --heldout "$root/data/brown/heldout.txt" \
+    --out "$root/data/tasks/brown_cloze.jsonl" >&2
+fi
 echo "setup: all dependencies present" >&2

@@ -42,10 +42,14 @@ expect 2 invalid-combination -- "$pl" --config bad6.json "${q[@]}"
 expect_grep "$se" "recipe.stages\[0\].options" invalid-combination-path
 expect 3 missing-recipe -- "$pl" --config nothing.json "${q[@]}"
 
-# ---- A sweep: prune (ratio swept) then quantize, evaluated with the benchmark.
+# ---- A sweep: prune (ratio swept) then quantize, evaluated with the benchmark, compared with
+# the original (KL, top-1) and scored on a small multiple-choice task.
+printf '%s\n' '{"context": "The cat sat on the", "choices": [" mat", " theory"], "gold": 0}' \
+  '{"context": "One, two,", "choices": [" three", " blue", " seven"], "gold": 0}' >mc.jsonl
 recipe sweep.json '{
   "name": "fixture-sweep", "model_name_or_path": "'$fx/opt_preln_f32'", "output_dir": "out",
-  "evaluation": {"eval_file": "'$fx/eval.txt'", "max_length": 32, "benchmark": true, "bench_prompt_tokens": 8, "bench_new_tokens": 4},
+  "evaluation": {"eval_file": "'$fx/eval.txt'", "max_length": 32, "benchmark": true, "bench_prompt_tokens": 8, "bench_new_tokens": 4,
+                 "tasks": "mc.jsonl"},
   "stages": [
     {"name": "pruned", "tool": "prune", "options": {"pruning_type": "unstructured", "pruning_ratio": 0.2}},
     {"name": "nf4", "tool": "quantize", "options": {"quantization_bits": 4, "blocksize": 32}},
@@ -59,12 +63,13 @@ expect_grep "$so" "run-2 nf4 \[quantize\] to run" dry-run-plan
 expect 0 sweep-run -- "$pl" --config sweep.json --json "${q[@]}"
 json_check stages-run "$so" "m['runs'] == 2 and m['stages_run'] == 5"
 for f in out/metrics.json out/summary.csv out/report.md out/plots/size_vs_perplexity.svg out/plots/decode_speed.svg \
-         out/plots/per_layer.svg out/sweep/compression_ratios.csv \
+         out/plots/per_layer.svg out/plots/size_vs_kl.svg out/sweep/compression_ratios.csv \
          out/sweep/performance_comparison.json out/sweep/accuracy_tradeoffs.csv; do
   [ -s "$f" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL missing $f"; }
 done
 [ ! -e experiments ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL wrote outside the recipe's output_dir"; }
-expect_true plots-geometry $py "$src/tests/svg_geometry.py" out/plots/size_vs_perplexity.svg out/plots/decode_speed.svg out/plots/per_layer.svg
+expect_true plots-geometry $py "$src/tests/svg_geometry.py" out/plots/size_vs_perplexity.svg out/plots/decode_speed.svg out/plots/per_layer.svg \
+  out/plots/size_vs_kl.svg
 $py - <<'PY' && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL summary/plots content"; }
 import csv, json, xml.etree.ElementTree as ET
 rows = list(csv.DictReader(open("out/summary.csv")))
@@ -83,6 +88,14 @@ for name in ("size_vs_perplexity", "decode_speed", "per_layer"):
 m = json.load(open("out/metrics.json"))
 assert m["runs"][1]["stages"][3]["path"] == m["runs"][0]["stages"][3]["path"]
 assert "| pruned | prune |" in open("out/report.md").read()
+# Every stage against the original: KL > 0 and agreement in [0, 1]; the original has none.
+assert rows[0]["kl_mean"] == "" and rows[0]["top1_agreement"] == "", rows[0]
+for r in rows[1:4] + rows[5:8]:
+    assert float(r["kl_mean"]) > 0 and 0 <= float(r["top1_agreement"]) <= 1 and float(r["perplexity_ratio"]) > 0, r
+assert float(rows[5]["kl_mean"]) > float(rows[1]["kl_mean"])   # 60% pruned is further away than 30%
+for r in rows:
+    assert r["mc_acc"] in ("0", "0.5", "1") and r["mc_acc_norm"] in ("0", "0.5", "1"), r
+assert "kl_mean" in open("out/report.md").read() and "size_vs_kl.svg" in open("out/report.md").read()
 PY
 # Rerun: every stage is up to date; --force reruns them.
 expect 0 rerun -- "$pl" --config sweep.json --json "${q[@]}"
@@ -116,6 +129,8 @@ printf '%s\n' '{"model_type": "opt", "vocab_size": 300, "hidden_size": 32, "num_
  "max_position_embeddings": 64, "num_attention_heads": 2, "word_embed_proj_dim": 32}' >student.json
 expect 0 scratch-run -- "$pl" --config scratch.json --json "${q[@]}"
 json_check scratch-summary "$so" "[r['stage'] for r in m['summary']] == ['trained', 'student', 'nf4'] and m['summary'][0]['perplexity'] < 300"
+# The stage that trained the model is the base the others are compared with.
+json_check scratch-compare scratch/metrics.json "'compare' not in m['runs'][0]['stages'][0]['evaluation'] and all(s['evaluation']['compare']['kl_mean'] > 0 for s in m['runs'][0]['stages'][1:])"
 
 # ---- An interrupted training stage continues from its checkpoints on the next run and ends
 # where an uninterrupted run ends (max abs difference of the weights <= 1e-5).

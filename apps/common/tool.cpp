@@ -129,13 +129,25 @@ std::string shown_message(const std::string& what) {
   return s;
 }
 
+// Objects of objects (evaluate's compare and tasks) are shown as indented blocks, one key
+// a line; anything else on one line.
+void print_entries(const nlohmann::json& obj, int depth) {
+  const std::string indent(static_cast<size_t>(2 * depth), ' ');
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    if (depth == 1 && (it.key() == "options" || it.key() == "tool" || it.key() == "status" || it.key() == "llmc_version")) continue;
+    const nlohmann::json& v = it.value();
+    if (v.is_object() && depth < 3 && !v.empty() && (it.key() == "compare" || it.key() == "tasks" || depth > 1)) {
+      std::cout << indent << it.key() << ":\n";
+      print_entries(v, depth + 1);
+      continue;
+    }
+    std::cout << indent << it.key() << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+  }
+}
+
 void print_summary(const std::string& tool, const nlohmann::json& metrics) {
   std::cout << tool << ": " << metrics.value("status", "ok") << "\n";
-  for (auto it = metrics.begin(); it != metrics.end(); ++it) {
-    if (it.key() == "options" || it.key() == "tool" || it.key() == "status" || it.key() == "llmc_version") continue;
-    std::cout << "  " << it.key() << ": " << (it.value().is_string() ? it.value().get<std::string>() : it.value().dump())
-              << "\n";
-  }
+  print_entries(metrics, 1);
 }
 
 void write_metrics_out(const std::string& path, const nlohmann::json& metrics) {

@@ -12,6 +12,7 @@
 #include "llmc/core/metrics.h"
 #include "llmc/core/version.h"
 #include "llmc/eval/evaluate.h"
+#include "llmc/tokenizer/tokenizer.h"
 #include "llmc/io/hash.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/json_file.h"
@@ -144,19 +145,38 @@ std::vector<PlannedStage> plan(const Recipe& recipe, const std::vector<Run>& run
   return out;
 }
 
-// Evaluations are cached by (model hash, evaluation settings, llmc version); --force
-// evaluates again (speed figures are measurements, and a forced stage was rebuilt).
+// Evaluations are cached by (model hash, evaluation settings, the base it is compared with,
+// llmc version); --force evaluates again (speed figures are measurements, and a forced stage
+// was rebuilt). With an eval_file, every model but the base itself is compared with the base
+// (the original) over the same windows: KL, top-1 agreement (evaluate --compare_to). A model
+// whose tokenizer differs from the base's (a student with its own) is evaluated without the
+// comparison, and says why.
 nlohmann::json evaluate_model(const std::string& dir, const std::string& hash, const Recipe& recipe, bool force,
-                              const RunContext& ctx) {
-  const std::string key = io::sha256_hex(nlohmann::json{{"model", hash}, {"evaluation", recipe.evaluation}, {"llmc_version", version()}}.dump());
-  const std::string cache = bookkeeping(recipe.output_dir, "eval", key);
-  std::error_code ec;
-  if (!force && fs::is_regular_file(cache, ec)) return io::read_json_file(cache);
+                              const std::optional<Model>& base, const RunContext& ctx) {
   eval::EvaluateOptions eo;
   apply_json_options(eval::option_fields(eo), recipe.evaluation, "recipe.evaluation");
   eo.model_name_or_path = dir;
-  log_info("evaluating " + dir);
+  std::string skipped;
+  if (base && base->hash != hash && !eo.eval_file.empty() && eo.compare_to.empty()) {
+    const nlohmann::json a = eval::tokenizer_fingerprint(*tokenizer::load_tokenizer(dir));
+    const nlohmann::json b = eval::tokenizer_fingerprint(*tokenizer::load_tokenizer(base->dir));
+    if (a == b) {
+      eo.compare_to = base->dir;
+    } else {
+      skipped = "its tokenizer (" + a.value("name", std::string()) + ", " + std::to_string(a.value("vocab_size", int64_t{0})) +
+                " tokens) differs from the original's; KL needs one vocabulary";
+    }
+  }
+  const std::string key = io::sha256_hex(nlohmann::json{{"model", hash}, {"evaluation", recipe.evaluation},
+                                                        {"base", eo.compare_to.empty() ? std::string() : base->hash},
+                                                        {"llmc_version", version()}}
+                                             .dump());
+  const std::string cache = bookkeeping(recipe.output_dir, "eval", key);
+  std::error_code ec;
+  if (!force && fs::is_regular_file(cache, ec)) return io::read_json_file(cache);
+  log_info("evaluating " + dir + (eo.compare_to.empty() ? "" : " against " + eo.compare_to));
   nlohmann::json result = eval::run_evaluate(eo, ctx);
+  if (!skipped.empty()) result["compare_skipped"] = skipped;
   fs::create_directories(fs::path(cache).parent_path(), ec);
   io::write_file_atomic(cache, result.dump(2) + "\n");
   return result;
@@ -235,6 +255,7 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
   size_t k = 0;
   for (const auto& run : runs) {
     nlohmann::json run_json = {{"name", run.name}, {"swept", run.swept}, {"stages", nlohmann::json::array()}};
+    std::optional<Model> base = original;  // or the stage that creates the model
     auto add = [&](const std::string& stage, const std::string& tool, const Model& m, const nlohmann::json& extra) {
       report::Row row;
       row.run = run.name;
@@ -242,7 +263,7 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
       row.tool = tool;
       row.path = m.dir;
       row.swept = run.swept;
-      row.evaluation = evaluate_model(m.dir, m.hash, recipe, po.force && !evaluated.count(m.hash), ctx);
+      row.evaluation = evaluate_model(m.dir, m.hash, recipe, po.force && !evaluated.count(m.hash), base, ctx);
       evaluated.insert(m.hash);
       row.stage_metrics = tool.empty() ? nlohmann::json::object() : read_metrics(m.dir);
       nlohmann::json sj = {{"stage", stage}, {"tool", tool}, {"path", m.dir}, {"hash", m.hash.substr(0, 16)},
@@ -255,6 +276,7 @@ nlohmann::json run_pipeline(const PipelineOptions& po, const RunContext& ctx) {
     if (original) add("original", "", *original, {});
     for (size_t i = 0; i < run.recipe.stages.size(); ++i, ++k) {
       const PlannedStage& s = stages[k];
+      if (s.is_original) base = Model{s.output, s.hash};
       add(s.spec.name, s.spec.tool, Model{s.output, s.hash}, {{"cached", s.cached}, {"is_original", s.is_original}});
     }
     runs_json.push_back(run_json);

@@ -35,7 +35,41 @@ std::string value_text(const nlohmann::json& v) {
   return v.dump();
 }
 
-nlohmann::json figure(const Row& r, const char* key) { return r.evaluation.value(key, nlohmann::json()); }
+// An evaluation figure: a top-level key of evaluate's metrics, "compare.<key>" or
+// "tasks.<task>.<key>".
+nlohmann::json figure(const Row& r, const std::string& key) {
+  auto at = [](const nlohmann::json& obj, const std::string& k) {
+    return obj.is_object() && obj.contains(k) ? obj[k] : nlohmann::json();
+  };
+  if (key.rfind("compare.", 0) == 0) return at(at(r.evaluation, "compare"), key.substr(8));
+  if (key.rfind("tasks.", 0) == 0) {  // tasks.<name>.<figure>: a task name may hold dots, a figure does not
+    const size_t last = key.rfind('.');
+    return at(at(at(r.evaluation, "tasks"), key.substr(6, last - 6)), key.substr(last + 1));
+  }
+  return at(r.evaluation, key);
+}
+
+// Columns beyond the fixed ones, present when any row has them: the comparison with the
+// original (evaluate --compare_to) and each task's accuracy. (header, figure key).
+std::vector<std::pair<std::string, std::string>> extra_columns(const ReportInput& in) {
+  std::vector<std::pair<std::string, std::string>> cols;
+  bool compare = false;
+  std::map<std::string, bool> tasks;  // name -> multiple choice
+  for (const auto& r : in.rows) {
+    compare = compare || r.evaluation.contains("compare");
+    const auto t = r.evaluation.find("tasks");
+    if (t == r.evaluation.end() || !t->is_object()) continue;
+    for (auto it = t->begin(); it != t->end(); ++it) tasks[it.key()] = it.value().contains("acc_norm");
+  }
+  if (compare) {
+    for (const char* k : {"kl_mean", "kl_p99", "top1_agreement", "perplexity_ratio"}) cols.emplace_back(k, std::string("compare.") + k);
+  }
+  for (const auto& [name, mc] : tasks) {
+    cols.emplace_back(name + "_acc", "tasks." + name + ".acc");
+    if (mc) cols.emplace_back(name + "_acc_norm", "tasks." + name + ".acc_norm");
+  }
+  return cols;
+}
 
 double number(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); }
 
@@ -94,6 +128,8 @@ std::string summary_csv(const ReportInput& in) {
                         "decode_tokens_per_s"}) {
     header.push_back(k);
   }
+  const auto extra = extra_columns(in);
+  for (const auto& c : extra) header.push_back(c.first);
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : in.rows) {
     std::vector<std::string> cells = {r.run, r.stage, r.tool};
@@ -102,6 +138,7 @@ std::string summary_csv(const ReportInput& in) {
                           "decode_tokens_per_s"}) {
       cells.push_back(value_text(figure(r, k)));
     }
+    for (const auto& c : extra) cells.push_back(value_text(figure(r, c.second)));
     rows.push_back(cells);
   }
   return table(header, rows, ',');
@@ -115,7 +152,7 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
 
   // Plots.
   const auto runs = by_run(in);
-  std::vector<Series> size_ppl, speed;
+  std::vector<Series> size_ppl, speed, size_kl;
   std::vector<std::string> stage_names;
   for (const auto* r : runs.front().second) stage_names.push_back(r->stage);
   for (const auto& [run, rows] : runs) {
@@ -128,6 +165,14 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
     }
     size_ppl.push_back(s);
     speed.push_back(d);
+    Series k{s.name, {}, {}, false};
+    for (const auto* r : rows) {
+      const double kl = number(figure(*r, "compare.kl_mean"));
+      if (!(kl > 0)) continue;  // the original itself (0) and rows without a comparison
+      k.points.emplace_back(number(figure(*r, "disk_size_bytes")) / 1e6, kl);
+      k.labels.push_back(r->stage);
+    }
+    if (!k.points.empty()) size_kl.push_back(k);
   }
   // Per-layer figures of the first run's stages: x is the decoder layer, one series per stage
   // and Linear ("pruned fc1 sparsity", "nf4 q_proj error").
@@ -163,6 +208,10 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
     written.push_back(p);
   };
   plot("size_vs_perplexity.svg", {"Size on disk vs held-out perplexity", "size on disk (MB)", "perplexity", {}, true}, size_ppl);
+  if (!size_kl.empty()) {
+    plot("size_vs_kl.svg", {"Size on disk vs mean KL to the original (nats per token)", "size on disk (MB)", "mean KL(original || model)", {}, true},
+         size_kl);
+  }
   plot("decode_speed.svg", {"Decode speed per stage (batch 1, KV cache)", "stage", "decode tokens/s", stage_names}, speed);
   if (!layers.empty()) {
     const std::string run = in.rows.front().run;
@@ -176,18 +225,30 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
   md << "# " << in.title << "\n\n";
   md << "Recipe: `" << in.recipe_path << "`. Every model was evaluated with the same library calls as `evaluate` "
      << "on the recipe's eval_file; perplexity and every column are defined in llmc's docs/metrics.md.\n\n";
+  const auto extra = extra_columns(in);
+  if (!extra.empty() && extra.front().first == "kl_mean") {
+    md << "KL columns compare each model's next-token distribution with the original's on the same windows "
+       << "(mean and 99th percentile of KL(original || model) in nats per token, top-1 agreement, perplexity ratio).\n\n";
+  }
   for (const auto& [run, rows] : runs) {
     if (!run.empty()) md << "## " << run << " (" << swept_text(*rows.front(), in.swept_keys) << ")\n\n";
     std::vector<std::vector<std::string>> t;
     for (const auto* r : rows) {
-      t.push_back({r->stage, r->tool.empty() ? "-" : r->tool, value_text(figure(*r, "perplexity")), mb(figure(*r, "disk_size_bytes")),
+      std::vector<std::string> cells = {r->stage, r->tool.empty() ? "-" : r->tool, value_text(figure(*r, "perplexity")), mb(figure(*r, "disk_size_bytes")),
                    mb(figure(*r, "memory_footprint_bytes")), value_text(figure(*r, "num_parameters")),
-                   value_text(figure(*r, "sparsity")), value_text(figure(*r, "decode_tokens_per_s")), "`" + r->path + "`"});
+                   value_text(figure(*r, "sparsity")), value_text(figure(*r, "decode_tokens_per_s"))};
+      for (const auto& c : extra) cells.push_back(value_text(figure(*r, c.second)));
+      cells.push_back("`" + r->path + "`");
+      t.push_back(cells);
     }
-    md << table({"stage", "tool", "perplexity", "disk MB", "memory MB", "parameters", "sparsity", "decode tok/s", "path"}, t, '|')
-       << "\n";
+    std::vector<std::string> header = {"stage", "tool", "perplexity", "disk MB", "memory MB", "parameters", "sparsity", "decode tok/s"};
+    for (const auto& c : extra) header.push_back(c.first);
+    header.push_back("path");
+    md << table(header, t, '|') << "\n";
   }
-  md << "## Plots\n\n![size vs perplexity](plots/size_vs_perplexity.svg)\n\n![decode speed](plots/decode_speed.svg)\n\n";
+  md << "## Plots\n\n![size vs perplexity](plots/size_vs_perplexity.svg)\n\n";
+  if (!size_kl.empty()) md << "![size vs KL](plots/size_vs_kl.svg)\n\n";
+  md << "![decode speed](plots/decode_speed.svg)\n\n";
   if (!layers.empty()) md << "![per layer](plots/per_layer.svg)\n\n";
   md << "Machine-readable: `summary.csv`, `metrics.json`.\n";
   const std::string report = (fs::path(dir) / "report.md").string();
