@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LLMC_SANITIZE_BUILD_DIR:-$root/build-sanitize}
 secs=${1:-30}
-harnesses=(safetensors torch_zip pickle json_config recipe tokenizer)
+harnesses=(safetensors torch_zip pickle json_config recipe tokenizer eval_files)
 bash "$root/scripts/setup.sh" --sanitizers
 cmake --preset sanitize -S "$root" -B "$build" >/dev/null
 cmake --build "$build" -j "$(nproc)" --target "${harnesses[@]/#/fuzz_}" llmc_spm

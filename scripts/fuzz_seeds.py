@@ -52,3 +52,24 @@ put("tokenizer", "vocab", b"\x00" + json.dumps(small_vocab).encode())
 put("tokenizer", "config", b"\x01" + open(os.path.join(fx, "opt_preln_f32", "tokenizer_config.json"), "rb").read())
 put("tokenizer", "spm", b"\x02" + open(os.path.join(fx, "spm_model", "tokenizer.model"), "rb").read())
 put("tokenizer", "text", b"\x03" + open(os.path.join(fx, "eval.txt"), "rb").read()[:2000])
+# Base log-probabilities (docs/formats.md §11), written here from the format's description:
+# a vocabulary of 5, 7 tokens in windows of 4 (3 + 2 predicted tokens).
+import math  # noqa: E402
+import struct  # noqa: E402
+
+V, ids, window = 5, [1, 2, 3, 4, 0, 1, 2], 4
+pred = 3 + 2
+header = json.dumps({"format": "llmc-base-logprobs", "vocab_size": V, "max_length": window, "num_tokens": len(ids),
+                     "predicted_tokens": pred, "record_bytes": 28 + 2 * V, "tokenizer": {}}).encode()
+blob = b"LLMCLOGP" + struct.pack("<II", 1, len(header)) + header + struct.pack("<%di" % len(ids), *ids)
+for k in range(pred):
+    logits = [0.5 * ((k + i) % V) for i in range(V)]
+    top, low = max(logits), min(logits)
+    floor = max(low, top - 40)
+    step = (top - floor) / 65534
+    lse = top + math.log(sum(math.exp(x - top) for x in logits))
+    codes = [0 if x < floor else min(65535, 1 + round((x - floor) / step)) for x in logits]
+    blob += struct.pack("<dddi", logits[1] - lse, step, floor - lse, logits.index(top)) + struct.pack("<%dH" % V, *codes)
+put("eval_files", "logits", b"\x00" + blob)
+put("eval_files", "mc", b"\x01" + b'{"context": "a b", "choices": [" c", " d"], "gold": 1}\n{"context": "", "choices": ["x", "y"], "gold": 0}\n')
+put("eval_files", "cloze", b"\x01" + b'{"context": "The end of the", "target": " story"}\n')

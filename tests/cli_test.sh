@@ -65,6 +65,31 @@ expect 0 json-parses -- node -e 'JSON.parse(require("fs").readFileSync(process.a
 expect 0 summary -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" "${q[@]}"
 expect_grep "$so" "perplexity:" summary-text
 
+# --compare_to and --tasks: a round trip through a saved logits file; bad combinations are
+# exit 2, damaged files exit 3.
+expect 0 save-logits -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" --max_length 32 --save_logits "$tmp/base.logp" --json "${q[@]}"
+expect_grep "$so" '"bytes_per_predicted_token"' save-logits-size
+expect 0 compare-file -- "$ev" --model_name_or_path "$m" --compare_to "$tmp/base.logp" "${q[@]}"
+expect_grep "$so" "top1_agreement: 1" compare-file-self
+expect 0 compare-model -- "$ev" --model_name_or_path "$m" --eval_file "$fx/eval.txt" --compare_to "$fx/opt_preln_bin" --json "${q[@]}"
+expect_grep "$so" '"kl_mean": 0.0' compare-model-self
+expect 2 compare-needs-text -- "$ev" --model_name_or_path "$m" --compare_to "$fx/opt_preln_bin" "${q[@]}"
+mkdir -p "$tmp/other_tok"
+cp "$m"/config.json "$m"/model.safetensors "$tmp/other_tok/"
+cp "$fx/spm_model/"* "$tmp/other_tok/"
+expect 2 compare-other-tokenizer -- "$ev" --model_name_or_path "$tmp/other_tok" --eval_file "$fx/eval.txt" --compare_to "$m" "${q[@]}"
+expect_grep "$se" "share one tokenizer" compare-other-tokenizer-message
+head -c 5000 "$tmp/base.logp" >"$tmp/cut.logp"
+expect 3 compare-truncated-file -- "$ev" --model_name_or_path "$m" --compare_to "$tmp/cut.logp" "${q[@]}"
+expect_grep "$se" "its header describes" compare-truncated-message
+printf '{"context": "One, two,", "choices": [" three", " blue"], "gold": 0}\n' >"$tmp/mc.jsonl"
+expect 0 tasks -- "$ev" --model_name_or_path "$m" --tasks "$tmp/mc.jsonl" --json "${q[@]}"
+expect_grep "$so" '"acc_norm"' tasks-acc-norm
+printf '{"context": "x", "choices": [" a"], "gold": 0}\n' >"$tmp/bad.jsonl"
+expect 3 tasks-malformed -- "$ev" --model_name_or_path "$m" --tasks "$tmp/bad.jsonl" "${q[@]}"
+expect_grep "$se" "bad.jsonl:1" tasks-malformed-line
+expect 2 tasks-bad-limit -- "$ev" --model_name_or_path "$m" --tasks "$tmp/mc.jsonl" --limit -1 "${q[@]}"
+
 # --config: keys are flag names, explicit flags win, unknown keys are exit 2.
 printf '{"eval_file": "%s", "max_length": 16, "json": true, "quiet": true}\n' "$fx/eval.txt" >"$tmp/cfg.json"
 expect 0 config -- "$ev" --model_name_or_path "$m" --config "$tmp/cfg.json" --max_length 32
