@@ -126,7 +126,11 @@ nlohmann::json run_evaluate(const EvaluateOptions& o, const RunContext& ctx) {
     const std::string base_dir = io::resolve_model_dir(o.compare_to, o.revision);
     log_info("loading the base " + base_dir);
     base.source = base_dir;
-    base.model = model::load_causal_lm(base_dir, ctx);
+    // The base's 16-bit weights stay 16-bit in memory (converted exactly in each product):
+    // beside a candidate that is packed or dense, at most one of the two is held in float32.
+    RunContext base_ctx = ctx;
+    base_ctx.keep_16bit_weights = true;
+    base.model = model::load_causal_lm(base_dir, base_ctx);
     check_same_tokenizer(fingerprint, tokenizer_fingerprint(*tokenizer::load_tokenizer(base_dir)), base_dir);
     base_vocab = base.model->info().vocab_size;
   }
