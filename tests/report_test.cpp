@@ -113,3 +113,28 @@ TEST(Report, PerLayerPlotNamesLayersAndLinears) {
   for (int layer = 0; layer < 4; ++layer) EXPECT_NE(svg.find(">" + std::to_string(layer) + "<"), std::string::npos);
   EXPECT_EQ(geometry_problems({tmp / "plots/per_layer.svg", tmp / "plots/size_vs_perplexity.svg", tmp / "plots/decode_speed.svg"}), 0);
 }
+
+// The comparison with the original and the task accuracies become columns when any row has
+// them; a row without them leaves the cells empty; a task name may hold dots.
+TEST(Report, CompareAndTaskColumns) {
+  report::ReportInput in;
+  report::Row original;
+  original.stage = "original";
+  original.evaluation = {{"perplexity", 10.0}, {"tasks", {{"my.cloze", {{"acc", 0.5}, {"target_perplexity", 9.0}}}}}};
+  report::Row q;
+  q.stage = "nf4";
+  q.tool = "quantize";
+  q.evaluation = {{"perplexity", 10.5}, {"disk_size_bytes", 1000000},
+                  {"compare", {{"kl_mean", 0.0125}, {"kl_p99", 0.25}, {"top1_agreement", 0.75}, {"perplexity_ratio", 1.05}}},
+                  {"tasks", {{"my.cloze", {{"acc", 0.25}}}, {"mc", {{"acc", 0.5}, {"acc_norm", 0.625}}}}}};
+  in.rows = {original, q};
+  const std::string csv = report::summary_csv(in);
+  const std::string header = csv.substr(0, csv.find('\n'));
+  EXPECT_NE(header.find(",kl_mean,kl_p99,top1_agreement,perplexity_ratio,mc_acc,mc_acc_norm,my.cloze_acc"), std::string::npos) << header;
+  EXPECT_NE(csv.find("\n,original,,10,,,,,,,,,,,,0.5\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("nf4,quantize,10.5,,1000000,,,,0.0125,0.25,0.75,1.05,0.5,0.625,0.25"), std::string::npos) << csv;
+  test::TempDir dir;
+  in.title = "t";
+  const auto files = report::write_report(dir.path(), in);
+  EXPECT_TRUE(std::filesystem::exists(dir / "plots/size_vs_kl.svg"));
+}

@@ -168,8 +168,9 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInput&
     Series k{s.name, {}, {}, false};
     for (const auto* r : rows) {
       const double kl = number(figure(*r, "compare.kl_mean"));
-      if (!(kl > 0)) continue;  // the original itself (0) and rows without a comparison
-      k.points.emplace_back(number(figure(*r, "disk_size_bytes")) / 1e6, kl);
+      const double size = number(figure(*r, "disk_size_bytes")) / 1e6;
+      if (!(kl > 0) || !std::isfinite(size)) continue;  // the original itself (0) and rows without a comparison
+      k.points.emplace_back(size, kl);
       k.labels.push_back(r->stage);
     }
     if (!k.points.empty()) size_kl.push_back(k);
