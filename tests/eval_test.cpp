@@ -115,6 +115,8 @@ TEST(Evaluate, RefusesEmptyAndNonUtf8EvalFiles) {
 // ---------------------------------------------------------------------------------------
 // evaluate --compare_to, --save_logits, --tasks
 
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/tensor.h>
@@ -126,6 +128,7 @@ TEST(Evaluate, RefusesEmptyAndNonUtf8EvalFiles) {
 #include "llmc/eval/compare.h"
 #include "llmc/eval/logits_file.h"
 #include "llmc/eval/tasks.h"
+#include "llmc/io/json_file.h"
 #include "llmc/tokenizer/tokenizer.h"
 
 namespace {
@@ -506,4 +509,35 @@ TEST(Tasks, RefusesMalformedExamples) {
   bad("{\"context\": \"a\", \"target\": \"z\"\n", "t.jsonl:1");
   EXPECT_THROW(eval::split_task_list("a.jsonl,,b.jsonl"), UsageError);
   EXPECT_EQ(eval::split_task_list("a.jsonl,b.jsonl").size(), 2u);
+}
+
+// A base whose vocab_size has 8 more padding rows: compared over the 50272 shared ids, equal
+// to the comparison with the unpadded model (1e-6 relative: the wider lm_head product rounds
+// differently in float32).
+TEST(Compare, PaddedVocabularyComparesOverTheSharedIds) {
+  const RunContext ctx = test::cpu_context();
+  test::TempDir tmp;
+  const std::string padded = tmp / "padded";
+  std::filesystem::copy(fixture("opt_preln_f32"), padded);
+  std::filesystem::remove(padded + "/model.safetensors");
+  auto sd = io::SafetensorsFile::open(fixture("opt_preln_f32") + "/model.safetensors").load_all();
+  for (auto& [name, t] : sd) {
+    if (name.find("embed_tokens") != std::string::npos || name == "lm_head.weight") {
+      t = at::cat({t, at::full({8, t.size(1)}, 0.0, t.options())}, 0);
+    }
+  }
+  io::save_safetensors(padded + "/model.safetensors", sd);
+  nlohmann::json cfg = io::read_json_file(padded + "/config.json");
+  cfg["vocab_size"] = 50280;
+  io::write_file_atomic(padded + "/config.json", cfg.dump());
+  eval::EvaluateOptions o;
+  o.model_name_or_path = fixture("opt_postln_f16_bin");
+  o.eval_file = fixture("eval.txt");
+  o.compare_to = fixture("opt_preln_f32");
+  const nlohmann::json a = eval::run_evaluate(o, ctx)["compare"];
+  o.compare_to = padded;
+  const nlohmann::json b = eval::run_evaluate(o, ctx)["compare"];
+  EXPECT_EQ(b["shared_vocab"], 50272);
+  EXPECT_EQ(a["top1_agreement"], b["top1_agreement"]);
+  for (const char* k : {"kl_mean", "kl_max", "perplexity_ratio"}) EXPECT_NEAR(a[k].get<double>(), b[k].get<double>(), 1e-6 * a[k].get<double>()) << k;
 }
