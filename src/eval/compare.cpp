@@ -4,7 +4,6 @@
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/log.h>
-#include <ATen/ops/nonzero.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros_like.h>
 
@@ -41,13 +40,14 @@ double percentile(std::vector<double> values, double p) {
   return values[lo] + (values[hi] - values[lo]) * frac;
 }
 
-std::pair<at::Tensor, at::Tensor> predicted_rows(const at::Tensor& logits, const at::Tensor& ids, const at::Tensor& mask) {
-  const int64_t T = logits.size(1);
-  const at::Tensor valid = mask.slice(1, 1, T).reshape({-1}).to(c10::kCPU) != 0;
-  const at::Tensor rows = at::nonzero(valid).squeeze(1).to(logits.device());
-  const at::Tensor flat = logits.slice(1, 0, T - 1).reshape({-1, logits.size(2)});
-  const at::Tensor targets = ids.slice(1, 1, T).reshape({-1});
-  return {flat.index_select(0, rows), targets.index_select(0, rows)};
+void for_each_window_rows(const at::Tensor& logits, const at::Tensor& ids, const at::Tensor& mask,
+                          const std::function<void(int64_t window, const at::Tensor& rows, const at::Tensor& targets)>& fn) {
+  const at::Tensor lengths = mask.sum(1).to(c10::kCPU, c10::kLong).contiguous();
+  for (int64_t b = 0; b < logits.size(0); ++b) {
+    const int64_t len = lengths.data_ptr<int64_t>()[b];
+    if (len < 2) continue;
+    fn(b, logits[b].slice(0, 0, len - 1), ids[b].slice(0, 1, len));
+  }
 }
 
 BaseDistribution base_from_logits(const at::Tensor& base_logits, int64_t shared) {

@@ -169,18 +169,20 @@ nlohmann::json run_evaluate(const EvaluateOptions& o, const RunContext& ctx) {
     WindowObserver observe;
     if (writer || !o.compare_to.empty()) {
       observe = [&](const at::Tensor& logits, const at::Tensor& batch, const at::Tensor& mask) {
-        const auto [rows, targets] = predicted_rows(logits, batch, mask);
-        if (writer) writer->append(rows, targets);
-        if (o.compare_to.empty()) return;
-        at::Tensor base_rows;
-        if (base.model) base_rows = predicted_rows(base.model->forward(batch, mask, nullptr), batch, mask).first;
-        const int64_t n = rows.size(0), step = compare_rows_per_piece(base.shared_vocab);
-        for (int64_t r0 = 0; r0 < n; r0 += step) {
-          const int64_t r1 = std::min(n, r0 + step);
-          const BaseDistribution b = base.model ? base_from_logits(base_rows.slice(0, r0, r1), base.shared_vocab)
-                                                : base.file->next(r1 - r0, base.shared_vocab);
-          acc.add(rows.slice(0, r0, r1), b, targets.slice(0, r0, r1));
-        }
+        at::Tensor base_logits;
+        if (base.model) base_logits = base.model->forward(batch, mask, nullptr);
+        // Window by window, on views of the logits (no copy of a [B, T, V] tensor).
+        for_each_window_rows(logits, batch, mask, [&](int64_t w, const at::Tensor& rows, const at::Tensor& targets) {
+          if (writer) writer->append(rows, targets);
+          if (o.compare_to.empty()) return;
+          const int64_t n = rows.size(0), step = compare_rows_per_piece(base.shared_vocab);
+          for (int64_t r0 = 0; r0 < n; r0 += step) {
+            const int64_t r1 = std::min(n, r0 + step);
+            const BaseDistribution b = base.model ? base_from_logits(base_logits[w].slice(0, r0, r1), base.shared_vocab)
+                                                  : base.file->next(r1 - r0, base.shared_vocab);
+            acc.add(rows.slice(0, r0, r1), b, targets.slice(0, r0, r1));
+          }
+        });
       };
     }
     const PerplexityResult ppl = perplexity(*model, ids, max_length, o.batch_size, ctx, observe);

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json_fwd.hpp>
 #include <vector>
 
@@ -51,8 +52,9 @@ int64_t compare_rows_per_piece(int64_t width);
 // Percentile by linear interpolation at p·(n−1) of the sorted values (p in [0, 1]).
 double percentile(std::vector<double> values, double p);
 
-// Rows of a batch's logits [B, T, V] that predict a token (mask at t+1 is 1): [N, V], with
-// their targets [N] int64. T >= 2.
-std::pair<at::Tensor, at::Tensor> predicted_rows(const at::Tensor& logits, const at::Tensor& ids, const at::Tensor& mask);
+// For each window of a batch (right-padded), the rows of its logits [B, T, V] that predict a
+// token: fn(rows [L−1, V] as a view, targets [L−1] int64) with L the window's length (>= 2).
+void for_each_window_rows(const at::Tensor& logits, const at::Tensor& ids, const at::Tensor& mask,
+                          const std::function<void(int64_t window, const at::Tensor& rows, const at::Tensor& targets)>& fn);
 
 }  // namespace llmc::eval
