@@ -17,10 +17,7 @@ kbytes=${3:-40}
 bin="$root/build/apps"
 . "$root/experiments/random_model.sh"
 base=$(random_model opt-125m float16)
-nf4="$root/models/quantized/random-opt-125m-float16-nf4"
-if [ ! -f "$nf4/config.json" ]; then
-  "$bin/quantize" --model_name_or_path "$base" --output_dir "$nf4" --quantization_bits 4 --quiet --overwrite >/dev/null
-fi
+nf4=$(random_nf4_model opt-125m)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 head -c "$((kbytes * 1024))" "$root/data/brown/heldout.txt" | iconv -c -f utf-8 -t utf-8 >"$work/eval.txt"

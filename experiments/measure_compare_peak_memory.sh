@@ -13,10 +13,7 @@ kbytes=${1:-12}
 shape=${LLMC_SHAPE:-opt-1.3b}
 source "$root/experiments/random_model.sh"
 base=$(random_model "$shape")
-nf4="$root/models/quantized/random-$shape-float16-nf4"
-if [ ! -f "$nf4/config.json" ]; then
-  "$root/build/apps/quantize" --model_name_or_path "$base" --output_dir "$nf4" --quantization_bits 4 --quiet --overwrite >/dev/null
-fi
+nf4=$(random_nf4_model "$shape")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 head -c "$((kbytes * 1024))" "$root/data/brown/heldout.txt" | iconv -c -f utf-8 -t utf-8 >"$out/eval.txt"

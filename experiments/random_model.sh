@@ -12,3 +12,17 @@ random_model() {
   fi
   echo "$model"
 }
+
+# `random_nf4_model SHAPE`: the NF4 (bitsandbytes, double quantization) quantization of
+# random_model SHAPE float16, made once as models/quantized/random-SHAPE-float16-nf4.
+random_nf4_model() {
+  local root base nf4
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  base=$(random_model "$1" float16)
+  nf4="$root/models/quantized/random-$1-float16-nf4"
+  if [ ! -f "$nf4/config.json" ]; then
+    "$root/build/apps/quantize" --model_name_or_path "$base" --output_dir "$nf4" --quantization_bits 4 --quiet --overwrite >/dev/null
+  fi
+  echo "$nf4"
+}
+

@@ -194,6 +194,24 @@ Reference reference_compare(model::CausalLM& m, model::CausalLM& base, const std
   return r;
 }
 
+// Writes opt_preln_f32's log-probabilities over `text_file` in windows of 40 to tmp/base.logp;
+// returns evaluate's metrics.
+nlohmann::json save_base_logits(const test::TempDir& tmp, const std::string& text_file, const RunContext& ctx) {
+  eval::EvaluateOptions save;
+  save.model_name_or_path = fixture("opt_preln_f32");
+  save.eval_file = text_file;
+  save.max_length = 40;
+  save.save_logits = tmp / "base.logp";
+  return eval::run_evaluate(save, ctx);
+}
+
+// A short text keeps the saved file small (~40 predicted tokens: 4 MB, fast under the
+// sanitizers); returns its path.
+std::string short_text(const test::TempDir& tmp) {
+  write_text(tmp / "short.txt", "A short text keeps the saved file small: forty-odd tokens are plenty for these checks.");
+  return tmp / "short.txt";
+}
+
 }  // namespace
 
 // Two different models in float64: every compare figure equals the plain-loop reference
@@ -256,12 +274,7 @@ TEST(Compare, SelfComparisonIsExactlyZero) {
 TEST(Compare, SavedLogitsEqualTheTwoModelPath) {
   const RunContext ctx = test::cpu_context();
   test::TempDir tmp;
-  eval::EvaluateOptions save;
-  save.model_name_or_path = fixture("opt_preln_f32");
-  save.eval_file = fixture("eval.txt");
-  save.max_length = 40;
-  save.save_logits = tmp / "base.logp";
-  const nlohmann::json s = eval::run_evaluate(save, ctx);
+  const nlohmann::json s = save_base_logits(tmp, fixture("eval.txt"), ctx);
   const int64_t predicted = s["predicted_tokens"];
   EXPECT_EQ(s["saved_logits"]["bytes"].get<uint64_t>(),
             std::filesystem::file_size(tmp / "base.logp"));
@@ -296,13 +309,7 @@ TEST(Compare, SavedLogitsEqualTheTwoModelPath) {
 TEST(Compare, RefusesMismatchedTextWindowsAndTokenizers) {
   const RunContext ctx = test::cpu_context();
   test::TempDir tmp;
-  eval::EvaluateOptions save;
-  save.model_name_or_path = fixture("opt_preln_f32");
-  write_text(tmp / "short.txt", "A short text keeps the saved file small: forty-odd tokens are plenty for these checks.");
-  save.eval_file = tmp / "short.txt";  // ~40 predicted tokens: a 4 MB file (fast under the sanitizers)
-  save.max_length = 40;
-  save.save_logits = tmp / "base.logp";
-  eval::run_evaluate(save, ctx);
+  save_base_logits(tmp, short_text(tmp), ctx);
   eval::EvaluateOptions o;
   o.model_name_or_path = fixture("opt_preln_f32");
   o.compare_to = tmp / "base.logp";
@@ -313,10 +320,13 @@ TEST(Compare, RefusesMismatchedTextWindowsAndTokenizers) {
   o.eval_file = tmp / "other.txt";
   test::expect_error<UsageError>([&] { eval::run_evaluate(o, ctx); }, "does not encode to the");
   o.eval_file.clear();
-  o.model_name_or_path = fixture("spm_model");  // a SentencePiece tokenizer
-  if (std::filesystem::exists(fixture("spm_model/config.json"))) {
-    test::expect_error<UsageError>([&] { eval::run_evaluate(o, ctx); }, "share one tokenizer");
-  }
+  // The same model with a SentencePiece tokenizer: its fingerprint differs from the file's.
+  const std::string other = tmp / "other_tokenizer";
+  std::filesystem::create_directory(other);
+  for (const char* f : {"config.json", "model.safetensors"}) std::filesystem::copy(fixture("opt_preln_f32") + "/" + f, other + "/" + f);
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json"}) std::filesystem::copy(fixture("spm_model") + "/" + f, other + "/" + f);
+  o.model_name_or_path = other;
+  test::expect_error<UsageError>([&] { eval::run_evaluate(o, ctx); }, "share one tokenizer");
   eval::EvaluateOptions need;
   need.model_name_or_path = fixture("opt_preln_f32");
   need.compare_to = fixture("opt_preln_bin");
@@ -327,13 +337,7 @@ TEST(Compare, RefusesMismatchedTextWindowsAndTokenizers) {
 TEST(Compare, RefusesDamagedLogitsFiles) {
   const RunContext ctx = test::cpu_context();
   test::TempDir tmp;
-  eval::EvaluateOptions save;
-  save.model_name_or_path = fixture("opt_preln_f32");
-  write_text(tmp / "short.txt", "A short text keeps the saved file small: forty-odd tokens are plenty for these checks.");
-  save.eval_file = tmp / "short.txt";  // ~40 predicted tokens: a 4 MB file (fast under the sanitizers)
-  save.max_length = 40;
-  save.save_logits = tmp / "base.logp";
-  eval::run_evaluate(save, ctx);
+  save_base_logits(tmp, short_text(tmp), ctx);
   std::string good;
   {
     std::ifstream f(tmp / "base.logp", std::ios::binary);
