@@ -7,7 +7,9 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -17,6 +19,7 @@
 #include "llmc/model/causal_lm.h"
 #include "llmc/model/generation.h"
 #include "llmc/model/opt_config.h"
+#include "llmc/model/packed_weight.h"
 #include "test_util.h"
 
 using namespace llmc;
@@ -204,6 +207,111 @@ INSTANTIATE_TEST_SUITE_P(
                       BadModel{"bin_forbidden_global", "forbidden global"},
                       BadModel{"st_truncated", "truncated"}),
     [](const auto& info) { return std::string(info.param.dir); });
+
+// ---------------------------------------------------------------- the CPU decode path
+
+// Logits of a 4-token prefill then one token at a time (cache continued), with the decode path
+// on or off (LLMC_FAST_DECODE=0: the modules for every step).
+std::vector<at::Tensor> decode_logits(model::CausalLM& m, const at::Tensor& ids, bool fast, model::KVCache& cache) {
+  if (fast) unsetenv("LLMC_FAST_DECODE");
+  else setenv("LLMC_FAST_DECODE", "0", 1);
+  c10::InferenceMode guard;
+  std::vector<at::Tensor> out;
+  out.push_back(m.forward(ids.slice(1, 0, 4), at::ones({1, 4}, c10::kLong), &cache));
+  for (int64_t t = 4; t < ids.size(1); ++t) {
+    out.push_back(m.forward(ids.slice(1, t, t + 1), at::ones({1, t + 1}, c10::kLong), &cache));
+  }
+  unsetenv("LLMC_FAST_DECODE");
+  return out;
+}
+
+struct WeightFormat {
+  std::string name;
+  std::function<std::unique_ptr<model::PackedWeight>(const at::Tensor&)> pack;  // null: dense
+  bool has_fast_path;
+};
+
+model::Bnb4Options bnb4(const std::string& type, bool dq, int64_t bs) {
+  model::Bnb4Options o;
+  o.quant_type = type;
+  o.double_quant = dq;
+  o.blocksize = bs;
+  return o;
+}
+
+// The decode path against the modules' path, for every weight format llmc writes and both
+// layer orders (pre-LN, and post-LN with project_in/out), within 1e-4 of each other; and
+// it is the path actually taken (the cache's in-place storage exists) except where a format
+// has no one-row product.
+TEST(FastDecode, EveryWeightFormatMatchesTheModulesPath) {
+  std::vector<WeightFormat> formats = {
+      {"float32", nullptr, true},
+      {"nf4", [](const at::Tensor& w) { return model::quantize_bnb4(w, bnb4("nf4", true, 32)); }, true},
+      {"fp4", [](const at::Tensor& w) { return model::quantize_bnb4(w, bnb4("fp4", false, 32)); }, true},
+      {"nf4 blocks across rows", [](const at::Tensor& w) { return model::quantize_bnb4(w, bnb4("nf4", false, 64)); }, false},
+      {"int8", [](const at::Tensor& w) { return model::quantize_int8(w); }, true},
+      {"awq", [](const at::Tensor& w) { return model::quantize_awq_rtn(w, 32); }, true},
+  };
+  for (int64_t bits : {2, 3, 4, 8}) {
+    formats.push_back({"gptq" + std::to_string(bits),
+                       [bits](const at::Tensor& w) { return model::quantize_rtn_gptq(w, {bits, 32, bits != 3}); }, true});
+  }
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{2, 464, 2068, 7586, 21831, 625, 262, 16931, 3290, 13, 383, 11},
+                                    c10::kLong)
+                             .unsqueeze(0);
+  for (const char* fixture_name : {"opt_preln_f32", "opt_postln_f16_bin"}) {
+    for (const auto& f : formats) {
+      SCOPED_TRACE(std::string(fixture_name) + " " + f.name);
+      auto ctx = test::cpu_context();
+      auto m = model::load_causal_lm(fixture(fixture_name), ctx);
+      if (f.pack) {
+        for (int64_t i = 0; i < m->info().num_layers; ++i) {
+          for (const auto& l : m->layer_layout(i).linears) m->install_linear(l.name, at::Tensor(), f.pack(m->linear_weight(l.name)));
+        }
+      }
+      model::KVCache slow_cache, fast_cache;
+      const auto slow = decode_logits(*m, ids, false, slow_cache);
+      const auto fast = decode_logits(*m, ids, true, fast_cache);
+      EXPECT_TRUE(slow_cache.key_store.empty());
+      EXPECT_EQ(!fast_cache.key_store.empty() && fast_cache.key_store[0].defined(), f.has_fast_path);
+      EXPECT_EQ(fast_cache.length(), ids.size(1));
+      EXPECT_LT(max_abs_diff(at::cat(fast, 1), at::cat(slow, 1)), kTol);
+      // The modules continue a cache the decode path wrote (two tokens at once), and the
+      // decode path one the modules wrote.
+      c10::InferenceMode guard;
+      const at::Tensor more = at::tensor(std::vector<int64_t>{50, 51}, c10::kLong).unsqueeze(0);
+      const int64_t n = ids.size(1);
+      at::Tensor a = m->forward(more, at::ones({1, n + 2}, c10::kLong), &fast_cache);
+      at::Tensor b = m->forward(more, at::ones({1, n + 2}, c10::kLong), &slow_cache);
+      EXPECT_LT(max_abs_diff(a, b), kTol);
+      at::Tensor one = more.slice(1, 0, 1);
+      EXPECT_LT(max_abs_diff(m->forward(one, at::ones({1, n + 3}, c10::kLong), &fast_cache),
+                             m->forward(one, at::ones({1, n + 3}, c10::kLong), &slow_cache)),
+                kTol);
+    }
+  }
+}
+
+// From an empty cache (the first token decoded alone), with 16-bit dense weights kept 16-bit
+// (quantize's and evaluate's base models), and for a cache grown past its first capacity.
+TEST(FastDecode, EmptyCacheHalfWeightsAndGrowth) {
+  for (bool keep16 : {false, true}) {
+    auto ctx = test::cpu_context();
+    ctx.keep_16bit_weights = keep16;
+    auto m = model::load_causal_lm(fixture("opt_postln_f16_bin"), ctx);
+    c10::InferenceMode guard;
+    const int64_t n = m->info().max_positions;  // 64: past the first capacity of 64 after doubling
+    std::vector<int64_t> seq;
+    for (int64_t t = 0; t < n; ++t) seq.push_back((t * 7919) % 50000);
+    const at::Tensor ids = at::tensor(seq, c10::kLong).unsqueeze(0);
+    const at::Tensor want = m->forward(ids, at::ones_like(ids), nullptr);
+    model::KVCache cache;
+    std::vector<at::Tensor> steps;
+    for (int64_t t = 0; t < n; ++t) steps.push_back(m->forward(ids.slice(1, t, t + 1), at::ones({1, t + 1}, c10::kLong), &cache));
+    ASSERT_FALSE(cache.key_store.empty());
+    EXPECT_LT(max_abs_diff(at::cat(steps, 1), want), kTol) << "keep16 " << keep16;
+  }
+}
 
 TEST(Generation, GreedyEqualsArgmaxOfFullForward) {
   auto ctx = test::cpu_context();

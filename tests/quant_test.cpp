@@ -11,7 +11,9 @@
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
+#include <ATen/ops/rand.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/randperm.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
@@ -426,4 +428,60 @@ TEST(Quantize, WritesALoadableModelDirectory) {
   test::expect_error<UsageError>([&] { quant::validate(o); }, "power of two from 32 to 4096");
   o.quantization_method = "hqq";
   test::expect_error<UsageError>([&] { quant::validate(o); }, "supported: awq, bitsandbytes, gptq, rtn");
+}
+
+namespace {
+
+// y = W x through the decode path's vec_* product of a packed weight (all units, split in
+// three shares as threads would take them).
+at::Tensor vec_product(const model::PackedWeight& w, const at::Tensor& x) {
+  std::vector<float> scratch(static_cast<size_t>(w.vec_scratch_floats()));
+  at::Tensor xc = x.contiguous();
+  at::Tensor y = at::zeros({w.out_features()});
+  w.vec_prepare(xc.data_ptr<float>(), scratch.data());
+  const int64_t u = w.vec_units();
+  for (int part = 0; part < 3; ++part) {
+    w.vec_compute(xc.data_ptr<float>(), scratch.data(), u * part / 3, u * (part + 1) / 3, y.data_ptr<float>());
+  }
+  return y;
+}
+
+}  // namespace
+
+// Every packed format's one-row product equals dequantize() x (float32 sums in another order:
+// relative 1e-5 of |W| |x|), at every GPTQ width, with and without zero points, and with an
+// act-order g_idx that is not one group per group_size inputs.
+TEST(VecProducts, EqualTheDequantizedProduct) {
+  c10::InferenceMode guard;
+  at::manual_seed(7);
+  const at::Tensor w = at::randn({96, 256});
+  const at::Tensor x = at::randn({256});
+  std::vector<std::pair<std::string, std::shared_ptr<model::PackedWeight>>> cases = {
+      {"nf4", model::quantize_bnb4(w, bnb("nf4", false))},
+      {"nf4 double quant", model::quantize_bnb4(w, bnb("nf4", true, 128))},
+      {"fp4", model::quantize_bnb4(w, bnb("fp4", true, 32))},
+      {"int8", model::quantize_int8(w)},
+      {"awq", model::quantize_awq_rtn(w, 64)},
+  };
+  for (int64_t bits : {2, 3, 4, 8}) {
+    for (bool sym : {true, false}) {
+      for (int64_t g : {int64_t{32}, int64_t{-1}}) {
+        cases.emplace_back("gptq " + std::to_string(bits) + (sym ? " sym" : " asym") + " g" + std::to_string(g),
+                           model::quantize_rtn_gptq(w, {bits, g, sym}));
+      }
+    }
+  }
+  // Groups in a shuffled order (act-order without static groups).
+  at::Tensor codes = at::randint(0, 16, {96, 256}, at::TensorOptions().dtype(c10::kLong));
+  at::Tensor scales = at::rand({8, 96}) * 0.1 + 0.01;
+  at::Tensor g_idx = at::arange(256, at::TensorOptions().dtype(c10::kLong)).div(32, "floor").index_select(0, at::randperm(256)).to(c10::kInt);
+  cases.emplace_back("gptq shuffled g_idx", model::pack_gptq(codes, scales, at::Tensor(), g_idx, {4, 32, true}));
+  for (const auto& [name, q] : cases) {
+    ASSERT_GT(q->vec_units(), 0) << name;
+    const at::Tensor want = at::matmul(q->dequantize(), x);
+    const double bound = 1e-5 * (q->dequantize().abs().sum(1) * x.abs().max()).max().item<double>();
+    EXPECT_LT((vec_product(*q, x) - want).abs().max().item<double>(), bound) << name;
+  }
+  // A block that crosses rows has no one-row product (the decode path falls back).
+  EXPECT_EQ(model::quantize_bnb4(at::randn({4, 48}), bnb("nf4", false, 64))->vec_units(), 0);
 }

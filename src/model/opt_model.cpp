@@ -17,6 +17,7 @@
 #include "llmc/core/logging.h"
 #include "llmc/io/hf_model_dir.h"
 #include "llmc/io/safetensors.h"
+#include "fast_decode.h"
 #include "opt_factory.h"
 #include "opt_modules.h"
 
@@ -111,8 +112,38 @@ class OptCausalLM : public CausalLM {
       kc = &cache->keys;
       vc = &cache->values;
     }
+    if (auto* fast = fast_decoder(input_ids, attention_mask, cache, past)) {
+      return fast->step(input_ids.item<int64_t>(), past, *cache);
+    }
     at::Tensor h = module_->model->decoder->forward(input_ids, attention_mask, kc, vc, past);
     return module_->lm_head->forward(h);
+  }
+
+  // The decode path (fast_decode.h) when this step is one token of one unpadded sequence on
+  // the CPU in float32 outside training; null otherwise.
+  OptFastDecoder* fast_decoder(const at::Tensor& ids, const at::Tensor& mask, const KVCache* cache, int64_t past) {
+    if (cache == nullptr || ids.size(0) != 1 || ids.size(1) != 1 || !device_.is_cpu() || dtype_ != c10::kFloat ||
+        module_->is_training() || at::GradMode::is_enabled() || !fast_decode_enabled() || !ids.device().is_cpu()) {
+      return nullptr;
+    }
+    const int64_t token = ids.item<int64_t>();
+    if (token < 0 || token >= config_.vocab_size) return nullptr;  // the modules' path reports it
+    at::Tensor m = mask.to(c10::kCPU, c10::kLong).contiguous();
+    const int64_t* mp = m.data_ptr<int64_t>();
+    for (int64_t i = 0; i < m.numel(); ++i) {
+      if (mp[i] != 1) return nullptr;
+    }
+    if (!fast_built_) {
+      fast_ = OptFastDecoder::build(*module_, config_);
+      fast_built_ = true;
+    }
+    return fast_ && fast_->accepts(*cache, past) ? fast_.get() : nullptr;
+  }
+
+  // Weights changed: the decode path is made again on its next use.
+  void drop_fast_decoder() const {
+    fast_.reset();
+    fast_built_ = false;
   }
 
   const ModelInfo& info() const override { return info_; }
@@ -171,6 +202,7 @@ class OptCausalLM : public CausalLM {
       auto* lin = item.value()->as<LinearImpl>();
       if (lin == nullptr) break;
       at::NoGradGuard no_grad;
+      drop_fast_decoder();
       if (lin->packed) {
         lin->packed = lin->packed->requantize(weight.to(c10::kCPU, c10::kFloat));
       } else {
@@ -229,6 +261,7 @@ class OptCausalLM : public CausalLM {
                              : dense.dim() == 2 && dense.size(0) == out && dense.size(1) == in;
     if (!fits) throw UsageError("install_linear: shape mismatch for " + linear);
     at::NoGradGuard no_grad;
+    drop_fast_decoder();
     at::Tensor w = packed ? at::Tensor() : dense.to(device_, dtype_).contiguous().clone();
     // A weight nobody else holds (a memory-mapped 16-bit one) leaves memory now.
     if (lin.weight.defined() && lin.weight.storage().use_count() == 1) io::release_pages(lin.weight);
@@ -236,6 +269,7 @@ class OptCausalLM : public CausalLM {
   }
 
   at::Tensor parameter(const std::string& name) const override {
+    drop_fast_decoder();  // the caller may edit it
     for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
       if (item.key() == name) return item.value();
     }
@@ -276,7 +310,10 @@ class OptCausalLM : public CausalLM {
 
   at::Tensor logits(const at::Tensor& hidden) override { return module_->lm_head->forward(hidden); }
 
-  void set_training(bool on) override { module_->train(on); }
+  void set_training(bool on) override {
+    drop_fast_decoder();
+    module_->train(on);
+  }
 
   const nlohmann::json& config() const override { return config_json_; }
 
@@ -286,6 +323,8 @@ class OptCausalLM : public CausalLM {
  private:
   OptForCausalLM module_;
   OptConfig config_;
+  mutable std::unique_ptr<OptFastDecoder> fast_;
+  mutable bool fast_built_{false};
   nlohmann::json config_json_;
   ModelInfo info_;
   c10::Device device_;

@@ -112,6 +112,21 @@ at::Tensor AwqWeight::matmul(const at::Tensor& x) const {
   return y.reshape(f.out_shape).to(x.scalar_type());
 }
 
+int64_t AwqWeight::vec_units() const { return qweight.device().is_cpu() ? out / 8 : 0; }
+int64_t AwqWeight::vec_scratch_floats() const { return in / group_size; }
+void AwqWeight::vec_prepare(const float* x, float* sums) const {
+  for (int64_t g = 0; g < in / group_size; ++g) {
+    float s = 0.0f;
+    for (int64_t i = g * group_size; i < (g + 1) * group_size; ++i) s += x[i];
+    sums[g] = s;
+  }
+}
+void AwqWeight::vec_compute(const float* x, const float* sums, int64_t a, int64_t b, float* y) const {
+  kernels::best_kernels().dot_awq(qweight.data_ptr<int32_t>(), qzeros.data_ptr<int32_t>(),
+                                  reinterpret_cast<const uint16_t*>(scales.data_ptr<c10::Half>()), a, b, in, out, group_size,
+                                  x, sums, y);
+}
+
 NamedTensors AwqWeight::state_dict(const std::string& prefix) const {
   return {{prefix + "qweight", qweight}, {prefix + "qzeros", qzeros}, {prefix + "scales", scales}};
 }

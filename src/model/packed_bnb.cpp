@@ -155,6 +155,28 @@ at::Tensor Bnb4Weight::matmul(const at::Tensor& x) const {
   return y.reshape(f.out_shape).to(x.scalar_type());
 }
 
+int64_t Bnb4Weight::vec_units() const {
+  return packed.device().is_cpu() && in % blocksize == 0 && in % 2 == 0 && blocksize % 32 == 0 ? out : 0;
+}
+int64_t Bnb4Weight::vec_scratch_floats() const { return in; }
+void Bnb4Weight::vec_prepare(const float* x, float* scratch) const {
+  if (!vec_absmax_.defined()) {
+    vec_absmax_ = resolved_absmax().contiguous();
+    const std::vector<float> lut = bnb4_code_table(quant_type);
+    std::copy(lut.begin(), lut.end(), vec_lut_);
+  }
+  float* xe = scratch;
+  float* xo = scratch + in / 2;
+  for (int64_t j = 0; j < in / 2; ++j) {
+    xe[j] = x[2 * j];
+    xo[j] = x[2 * j + 1];
+  }
+}
+void Bnb4Weight::vec_compute(const float*, const float* scratch, int64_t a, int64_t b, float* y) const {
+  kernels::best_kernels().dot4(packed.data_ptr<uint8_t>(), vec_absmax_.data_ptr<float>(), vec_lut_, a, b, in, blocksize,
+                               scratch, scratch + in / 2, y);
+}
+
 int64_t Bnb4Weight::nbytes() const {
   int64_t n = packed.numel() + 16 * 4;
   if (nested) n += qabsmax.numel() + nested_absmax.numel() * 4 + nested_quant_map.numel() * 4 +
@@ -276,6 +298,15 @@ at::Tensor Int8Weight::matmul(const at::Tensor& x) const {
     });
   }
   return y.reshape(f.out_shape).to(x.scalar_type());
+}
+
+int64_t Int8Weight::vec_units() const { return cb.device().is_cpu() ? out : 0; }
+int64_t Int8Weight::vec_scratch_floats() const { return 0; }
+void Int8Weight::vec_prepare(const float*, float*) const {
+  if (!vec_scale_.defined()) vec_scale_ = (scb / 127.0f).contiguous();
+}
+void Int8Weight::vec_compute(const float* x, const float*, int64_t a, int64_t b, float* y) const {
+  kernels::best_kernels().dot8(cb.data_ptr<int8_t>(), vec_scale_.data_ptr<float>(), a, b, in, x, y);
 }
 
 NamedTensors Int8Weight::state_dict(const std::string& prefix) const {

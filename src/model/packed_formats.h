@@ -11,6 +11,10 @@ class Bnb4Weight : public PackedWeight {
   int64_t out_features() const override { return out; }
   int64_t in_features() const override { return in; }
   at::Tensor matmul(const at::Tensor& x) const override;
+  int64_t vec_units() const override;
+  int64_t vec_scratch_floats() const override;
+  void vec_prepare(const float* x, float* scratch) const override;
+  void vec_compute(const float* x, const float* scratch, int64_t unit_begin, int64_t unit_end, float* y) const override;
   at::Tensor dequantize() const override;
   int64_t nbytes() const override;
   NamedTensors state_dict(const std::string& prefix) const override;
@@ -31,6 +35,8 @@ class Bnb4Weight : public PackedWeight {
 
  private:
   mutable at::Tensor absmax_cache_;  // resolved nested absmax (float32), kept for the kernels
+  mutable at::Tensor vec_absmax_;    // contiguous absmax for vec_compute (set by vec_prepare)
+  mutable float vec_lut_[16]{};
 };
 
 class Int8Weight : public PackedWeight {
@@ -39,6 +45,10 @@ class Int8Weight : public PackedWeight {
   int64_t out_features() const override { return out; }
   int64_t in_features() const override { return in; }
   at::Tensor matmul(const at::Tensor& x) const override;
+  int64_t vec_units() const override;
+  int64_t vec_scratch_floats() const override;
+  void vec_prepare(const float* x, float* scratch) const override;
+  void vec_compute(const float* x, const float* scratch, int64_t unit_begin, int64_t unit_end, float* y) const override;
   at::Tensor dequantize() const override;
   int64_t nbytes() const override { return cb.numel() + scb.numel() * 4; }
   NamedTensors state_dict(const std::string& prefix) const override;
@@ -47,6 +57,9 @@ class Int8Weight : public PackedWeight {
   int64_t out{0}, in{0};
   at::Tensor cb;   // int8 [out, in]
   at::Tensor scb;  // float32 [out]
+
+ private:
+  mutable at::Tensor vec_scale_;  // scb / 127, set by vec_prepare
 };
 
 class GptqWeight : public PackedWeight {
@@ -56,6 +69,10 @@ class GptqWeight : public PackedWeight {
   int64_t out_features() const override { return out; }
   int64_t in_features() const override { return in; }
   at::Tensor matmul(const at::Tensor& x) const override;
+  int64_t vec_units() const override;
+  int64_t vec_scratch_floats() const override;
+  void vec_prepare(const float* x, float* scratch) const override;
+  void vec_compute(const float* x, const float* scratch, int64_t unit_begin, int64_t unit_end, float* y) const override;
   at::Tensor dequantize() const override;
   int64_t nbytes() const override { return qweight.numel() * 4 + qzeros.numel() * 4 + scales.numel() * 2 + g_idx.numel() * 4; }
   NamedTensors state_dict(const std::string& prefix) const override;
@@ -74,6 +91,12 @@ class GptqWeight : public PackedWeight {
   at::Tensor qzeros;   // int32 [groups, out*bits/32]
   at::Tensor scales;   // float16 [groups, out]
   at::Tensor g_idx;    // int32 [in]
+
+ private:
+  // Set by vec_prepare: float32 scales and zero points [groups, out], and whether g_idx is
+  // i / group_size (groups of consecutive inputs, summed before scaling).
+  mutable at::Tensor vec_scales_, vec_zeros_, vec_gidx_;
+  mutable bool vec_consecutive_{false};
 };
 
 class AwqWeight : public PackedWeight {
@@ -82,6 +105,10 @@ class AwqWeight : public PackedWeight {
   int64_t out_features() const override { return out; }
   int64_t in_features() const override { return in; }
   at::Tensor matmul(const at::Tensor& x) const override;
+  int64_t vec_units() const override;
+  int64_t vec_scratch_floats() const override;
+  void vec_prepare(const float* x, float* scratch) const override;
+  void vec_compute(const float* x, const float* scratch, int64_t unit_begin, int64_t unit_end, float* y) const override;
   at::Tensor dequantize() const override;
   int64_t nbytes() const override { return qweight.numel() * 4 + qzeros.numel() * 4 + scales.numel() * 2; }
   NamedTensors state_dict(const std::string& prefix) const override;

@@ -13,6 +13,7 @@
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "llmc/core/error.h"
@@ -108,6 +109,87 @@ at::Tensor GptqWeight::matmul(const at::Tensor& x) const {
     y.narrow(1, c0, c1 - c0).copy_(at::mm(f.x2, w));
   }
   return y.reshape(f.out_shape).to(x.scalar_type());
+}
+
+namespace {
+
+// y[o] = sum_i scale[g(i), o] * (code(i, o) - zero[g(i), o]) * x[i] for o in [o0, o1), codes
+// read from the LSB-first bit stream of each qweight column (pack_bits); vectorised across
+// output channels, 64 at a time. With consecutive groups the codes of a group are summed
+// against x first and scaled once: scale * (sum code x - zero * sum x).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void gptq_vec_rows(
+    const uint32_t* qw, const float* scales, const float* zeros, const int32_t* gidx, bool consecutive, int64_t bits,
+    int64_t in, int64_t out, int64_t groups, const float* x, const float* xsum, int64_t o0, int64_t o1, float* y) {
+  constexpr int64_t C = 64;
+  const uint32_t mask = (1u << bits) - 1u;
+  const int64_t gs = in / groups;
+  float acc[C], tot[C];
+  for (int64_t c0 = o0; c0 < o1; c0 += C) {
+    const int64_t n = std::min(C, o1 - c0);
+    for (int64_t j = 0; j < n; ++j) tot[j] = 0.0f;
+    for (int64_t g = 0; g < (consecutive ? groups : 1); ++g) {
+      const int64_t i0 = consecutive ? g * gs : 0, i1 = consecutive ? i0 + gs : in;
+      for (int64_t j = 0; j < n; ++j) acc[j] = 0.0f;
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t p = i * bits, sh = p & 31;
+        const uint32_t* r0 = qw + (p >> 5) * out + c0;
+        const float xi = x[i];
+        if (consecutive) {
+          if (sh + bits <= 32) {
+            for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<float>((r0[j] >> sh) & mask) * xi;
+          } else {
+            const uint32_t* r1 = r0 + out;
+            for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<float>(((r0[j] >> sh) | (r1[j] << (32 - sh))) & mask) * xi;
+          }
+        } else {
+          const float* s = scales + static_cast<int64_t>(gidx[i]) * out + c0;
+          const float* z = zeros + static_cast<int64_t>(gidx[i]) * out + c0;
+          const uint32_t* r1 = sh + bits > 32 ? r0 + out : r0;
+          const int64_t back = sh + bits > 32 ? 32 - sh : 0;
+          for (int64_t j = 0; j < n; ++j) {
+            const uint32_t hi = back > 0 ? r1[j] << back : 0u;
+            acc[j] += s[j] * (static_cast<float>(((r0[j] >> sh) | hi) & mask) - z[j]) * xi;
+          }
+        }
+      }
+      if (consecutive) {
+        const float* s = scales + g * out + c0;
+        const float* z = zeros + g * out + c0;
+        for (int64_t j = 0; j < n; ++j) tot[j] += s[j] * (acc[j] - z[j] * xsum[g]);
+      } else {
+        for (int64_t j = 0; j < n; ++j) tot[j] = acc[j];
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) y[c0 + j] = tot[j];
+  }
+}
+
+}  // namespace
+
+int64_t GptqWeight::vec_units() const { return qweight.device().is_cpu() ? out : 0; }
+int64_t GptqWeight::vec_scratch_floats() const { return scales.size(0); }
+void GptqWeight::vec_prepare(const float* x, float* xsum) const {
+  const int64_t groups = scales.size(0);
+  if (!vec_scales_.defined()) {
+    vec_scales_ = scales.to(c10::kFloat).contiguous();
+    vec_zeros_ = zeros().to(c10::kFloat).contiguous();
+    vec_gidx_ = g_idx.to(c10::kInt).contiguous();
+    const int32_t* gi = vec_gidx_.data_ptr<int32_t>();
+    vec_consecutive_ = in % groups == 0;
+    for (int64_t i = 0; i < in && vec_consecutive_; ++i) vec_consecutive_ = gi[i] == i / (in / groups);
+  }
+  if (!vec_consecutive_) return;
+  const int64_t gs = in / groups;
+  for (int64_t g = 0; g < groups; ++g) {
+    float s = 0.0f;
+    for (int64_t i = g * gs; i < (g + 1) * gs; ++i) s += x[i];
+    xsum[g] = s;
+  }
+}
+void GptqWeight::vec_compute(const float* x, const float* xsum, int64_t a, int64_t b, float* y) const {
+  gptq_vec_rows(reinterpret_cast<const uint32_t*>(qweight.data_ptr<int32_t>()), vec_scales_.data_ptr<float>(),
+                vec_zeros_.data_ptr<float>(), vec_gidx_.data_ptr<int32_t>(), vec_consecutive_, bits, in, out,
+                scales.size(0), x, xsum, a, b, y);
 }
 
 NamedTensors GptqWeight::state_dict(const std::string& prefix) const {

@@ -23,6 +23,10 @@ namespace llmc::model {
 struct KVCache {
   std::vector<at::Tensor> keys;
   std::vector<at::Tensor> values;
+  // Storage the CPU decode path writes in place, [B, heads, capacity, head_dim] per layer;
+  // keys / values are then views of its first positions. Grown by doubling, never per token.
+  std::vector<at::Tensor> key_store;
+  std::vector<at::Tensor> value_store;
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 

@@ -39,6 +39,15 @@ class PackedWeight {
   // Packs `weight` (float [out, in]) with this weight's settings (format, block/group size,
   // double quantization): what prune uses to edit a quantized model.
   virtual std::unique_ptr<PackedWeight> requantize(const at::Tensor& weight) const = 0;
+  // ---- One input row on the CPU (the decode path, src/model/fast_decode.cpp): y = W x for
+  // float32 x [in] into y [out], in vec_units() independent pieces the caller spreads over
+  // threads, after vec_prepare() has filled vec_scratch_floats() floats from x once.
+  // vec_units() == 0: this weight has no such product (the caller uses matmul()).
+  virtual int64_t vec_units() const { return 0; }
+  virtual int64_t vec_scratch_floats() const { return 0; }
+  virtual void vec_prepare(const float* /*x*/, float* /*scratch*/) const {}
+  virtual void vec_compute(const float* /*x*/, const float* /*scratch*/, int64_t /*unit_begin*/, int64_t /*unit_end*/,
+                           float* /*y*/) const {}
   // Bits per weight of the packed form (codes plus scales), for metrics.
   double bits_per_weight() const { return 8.0 * static_cast<double>(nbytes()) / static_cast<double>(out_features() * in_features()); }
 };
