@@ -99,6 +99,18 @@ TEST_P(OptLogits, KvCacheBatchedWithPaddingMatchesReference) {
   EXPECT_LT(max_abs_diff(got.masked_select(real), want.masked_select(real)), kTol);
 }
 
+TEST_P(OptLogits, LastPositionOnlyEqualsTheFullForward) {
+  c10::InferenceMode guard;
+  at::Tensor ids = golden_->tensor("batch_ids");
+  at::Tensor mask = golden_->tensor("batch_mask");
+  at::Tensor full = model_->forward(ids, mask, nullptr);
+  at::Tensor last = model_->forward_last(ids, mask, nullptr);
+  ASSERT_EQ(last.size(1), 1);
+  // The lm_head product of two rows runs in the matrix-vector kernel, of all rows in BLAS:
+  // float32 sums in another order.
+  EXPECT_LT(max_abs_diff(last, full.narrow(1, ids.size(1) - 1, 1)), 1e-5);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, OptLogits,
     ::testing::Values(Case{"opt_preln_f32", "golden_opt_preln_f32.safetensors"},

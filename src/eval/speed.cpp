@@ -24,13 +24,13 @@ std::pair<double, double> run_once(model::CausalLM& model, const at::Tensor& pro
   const auto long_opts = at::TensorOptions().dtype(c10::kLong).device(model.device());
   model::KVCache cache;
   auto t0 = clock::now();
-  at::Tensor logits = model.forward(prompt, at::ones({1, prompt.size(1)}, long_opts), &cache);
+  at::Tensor logits = model.forward_last(prompt, at::ones({1, prompt.size(1)}, long_opts), &cache);
   at::Tensor next = at::argmax(logits.select(1, -1), -1, true);
   (void)next.item<int64_t>();  // synchronize
   auto t1 = clock::now();
   for (int64_t i = 0; i < steps; ++i) {
     ctx.check_cancelled();
-    logits = model.forward(next, at::ones({1, cache.length() + 1}, long_opts), &cache);
+    logits = model.forward_last(next, at::ones({1, cache.length() + 1}, long_opts), &cache);
     next = at::argmax(logits.select(1, -1), -1, true);
     (void)next.item<int64_t>();
     if (progress != nullptr) progress->advance();

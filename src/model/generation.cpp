@@ -79,7 +79,7 @@ std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& promp
     ctx.check_cancelled();
     const int64_t total = cache.length() + ids.size(1);
     at::Tensor mask = at::ones({1, total}, long_opts);
-    at::Tensor logits = model.forward(ids, mask, &cache);
+    at::Tensor logits = model.forward_last(ids, mask, &cache);
     at::Tensor last = logits.select(1, -1).squeeze(0).to(c10::kCPU, c10::kFloat);
     const int64_t next = pick(last, options, gen);
     out.push_back(next);

@@ -93,6 +93,14 @@ class OptCausalLM : public CausalLM {
   }
 
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KVCache* cache) override {
+    return run(input_ids, attention_mask, cache, false);
+  }
+
+  at::Tensor forward_last(const at::Tensor& input_ids, const at::Tensor& attention_mask, KVCache* cache) override {
+    return run(input_ids, attention_mask, cache, true);
+  }
+
+  at::Tensor run(const at::Tensor& input_ids, const at::Tensor& attention_mask, KVCache* cache, bool last_only) {
     const int64_t past = cache != nullptr ? cache->length() : 0;
     if (input_ids.dim() != 2 || attention_mask.dim() != 2 || attention_mask.size(0) != input_ids.size(0) ||
         attention_mask.size(1) != past + input_ids.size(1)) {
@@ -116,6 +124,7 @@ class OptCausalLM : public CausalLM {
       return fast->step(input_ids.item<int64_t>(), past, *cache);
     }
     at::Tensor h = module_->model->decoder->forward(input_ids, attention_mask, kc, vc, past);
+    if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
     return module_->lm_head->forward(h);
   }
 

@@ -48,6 +48,11 @@ class CausalLM {
   // real tokens and 0 for padding (past = cache length, 0 without a cache). When `cache` is
   // given it is read and extended. Returns logits [B, T, vocab] in the compute dtype.
   virtual at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KVCache* cache) = 0;
+  // As forward(), but only the last position's logits [B, 1, vocab] (what generation needs:
+  // the lm_head product is skipped for the other positions of a prompt).
+  virtual at::Tensor forward_last(const at::Tensor& input_ids, const at::Tensor& attention_mask, KVCache* cache) {
+    return forward(input_ids, attention_mask, cache).narrow(1, input_ids.size(1) - 1, 1);
+  }
 
   virtual const ModelInfo& info() const = 0;
   // Every parameter under its Hugging Face name (tied weights appear under both names).
