@@ -21,7 +21,7 @@ FlatInput flatten_input(const at::Tensor& x, int64_t in, int64_t out) {
 
 at::Tensor tiled_matmul(const at::Tensor& x2, int64_t out, int64_t in,
                         const std::function<void(int64_t, int64_t, float*)>& dequant) {
-  constexpr int64_t kTileBytes = 1 << 20;  // ~1 MiB of dequantized weights per tile
+  constexpr int64_t kTileBytes = 1 << 22;  // ~4 MiB of dequantized weights per tile (1 MiB: 12% slower prefill)
   const int64_t tile = std::max<int64_t>(16, kTileBytes / (4 * in));
   at::Tensor y = at::empty({x2.size(0), out}, x2.options());
   at::Tensor buf = at::empty({std::min(tile, out), in}, x2.options());
@@ -30,8 +30,10 @@ at::Tensor tiled_matmul(const at::Tensor& x2, int64_t out, int64_t in,
     at::Tensor w = buf.narrow(0, 0, r1 - r0);
     float* wp = w.data_ptr<float>();
     parallel_rows(r1 - r0, [&](int64_t a, int64_t b) { dequant(r0 + a, r0 + b, wp + a * in); });
-    at::Tensor y_tile = at::mm(x2, w.t());
-    y.narrow(1, r0, r1 - r0).copy_(y_tile);
+    // Straight into y's columns (a row-major view with leading dimension `out`: BLAS writes
+    // it without a copy).
+    at::Tensor y_tile = y.narrow(1, r0, r1 - r0);
+    at::mm_out(y_tile, x2, w.t());
   }
   return y;
 }
