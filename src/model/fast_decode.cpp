@@ -135,6 +135,16 @@ void layer_norm_row(const float* x, const float* w, const float* b, int64_t n, f
   }
 }
 
+// s[t] <- exp(s[t] - mx) for t < len; returns their sum (the softmax's denominator).
+float exp_shifted(float* s, int64_t len, float mx) {
+  float sum = 0.0f;
+  for (int64_t t = 0; t < len; ++t) {
+    s[t] = std::exp(s[t] - mx);
+    sum += s[t];
+  }
+  return sum;
+}
+
 // Attention of one query (heads [h0, h1) of q [heads, hd]) over positions [0, len) of the
 // cache [heads, cap, hd]: softmax(q k^T) v into out [heads, hd]; scores [heads, cap] scratch.
 // The scalar reference; attend_one_avx512 below is the same for hd % 16 == 0.
@@ -152,11 +162,7 @@ void attend_one_scalar(const float* q, const float* keys, const float* values, i
       s[t] = d;
       mx = std::max(mx, d);
     }
-    float sum = 0.0f;
-    for (int64_t t = 0; t < len; ++t) {
-      s[t] = std::exp(s[t] - mx);
-      sum += s[t];
-    }
+    const float sum = exp_shifted(s, len, mx);
     const float inv = 1.0f / sum;
     for (int64_t j = 0; j < hd; ++j) {
       float acc = 0.0f;
@@ -186,11 +192,7 @@ __attribute__((target("avx512f"))) void attend_one_avx512(const float* q, const 
       s[t] = d;
       mx = std::max(mx, d);
     }
-    float sum = 0.0f;
-    for (int64_t t = 0; t < len; ++t) {
-      s[t] = std::exp(s[t] - mx);
-      sum += s[t];
-    }
+    const float sum = exp_shifted(s, len, mx);
     const __m512 inv = _mm512_set1_ps(1.0f / sum);
     __m512 ov[16];
     for (int64_t i = 0; i < nv; ++i) ov[i] = _mm512_setzero_ps();
@@ -250,6 +252,7 @@ bool fast_decode_enabled() {
 }
 
 std::unique_ptr<OptFastDecoder> OptFastDecoder::build(OptForCausalLMImpl& m, const OptConfig& c) {
+  if (c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0) return nullptr;
   auto d = std::unique_ptr<OptFastDecoder>(new OptFastDecoder());
   d->c_ = c;
   auto& dec = *m.model->decoder;

@@ -17,6 +17,7 @@
 
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 
 #include <limits>
 
@@ -70,8 +71,13 @@ at::Tensor tiled_linear(const at::Tensor& weight, const at::Tensor& x) {
   FlatInput f = flatten_input(x, in, out);
   at::Tensor w = weight.contiguous();
   const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<c10::Half>());
+  const auto half = at::TensorOptions().dtype(c10::kHalf);
+  const auto f32 = at::TensorOptions().dtype(c10::kFloat);
   at::Tensor y = tiled_matmul(f.x2, out, in, [&](int64_t r0, int64_t r1, float* dst) {
-    for (int64_t i = r0 * in; i < r1 * in; ++i) *dst++ = c10::detail::fp16_ieee_to_fp32_value(wp[i]);
+    // ATen's vectorised half -> float copy (an element-by-element loop made a float16 base
+    // model's perplexity windows slower than an NF4 model's).
+    const int64_t n = (r1 - r0) * in;
+    at::from_blob(dst, {n}, f32).copy_(at::from_blob(const_cast<uint16_t*>(wp) + r0 * in, {n}, half));
   });
   return y.reshape(f.out_shape);
 }
