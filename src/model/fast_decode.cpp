@@ -301,7 +301,8 @@ bool OptFastDecoder::accepts(const KVCache& cache, int64_t past) const {
 }
 
 at::Tensor OptFastDecoder::step(int64_t token, int64_t past, KVCache& cache) {
-  ThreadTeam& team = ThreadTeam::get(at::get_num_threads());
+  const std::shared_ptr<ThreadTeam> held = ThreadTeam::get(at::get_num_threads());
+  ThreadTeam& team = *held;
   const int64_t H = c_.hidden_size, heads = c_.num_attention_heads, hd = c_.head_dim();
   const int64_t len = past + 1;
   const size_t L = layers_.size();

@@ -43,6 +43,8 @@ class OptFastDecoder {
   // model's heads.
   bool accepts(const KVCache& cache, int64_t past) const;
   // Logits [1, 1, vocab] of `token` at position `past`; appends its keys and values to cache.
+  // One step at a time per decoder (its buffers are its own); decoders of several models may
+  // step from several threads (they take turns on the thread team).
   at::Tensor step(int64_t token, int64_t past, KVCache& cache);
 
   struct Layer {

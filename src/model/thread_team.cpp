@@ -19,16 +19,13 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(2000);
 }  // namespace
 
-ThreadTeam& ThreadTeam::get(int size) {
-  static std::unique_ptr<ThreadTeam> team;
+std::shared_ptr<ThreadTeam> ThreadTeam::get(int size) {
+  static std::shared_ptr<ThreadTeam> team;
   static std::mutex m;
   std::lock_guard<std::mutex> lock(m);
   if (size < 1) size = 1;
-  if (!team || team->size() != size) {
-    team.reset();
-    team.reset(new ThreadTeam(size));
-  }
-  return *team;
+  if (!team || team->size() != size) team = std::shared_ptr<ThreadTeam>(new ThreadTeam(size));
+  return team;
 }
 
 ThreadTeam::ThreadTeam(int size) : size_(size) {

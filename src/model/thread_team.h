@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -16,21 +17,24 @@ namespace llmc::model {
 
 class ThreadTeam {
  public:
-  // The process's team of `size` members (made or remade when the size changes).
-  static ThreadTeam& get(int size);
+  // The process's team of `size` members (made anew when the size changes; a caller still
+  // holding the old one keeps it until it lets go).
+  static std::shared_ptr<ThreadTeam> get(int size);
   ~ThreadTeam();
   int size() const { return size_; }
   // The members sleep now instead of spinning for the next job (the end of a decoded token:
   // what runs between tokens may use OpenMP's threads, which need the cores).
   void park() { park_.store(true, std::memory_order_relaxed); }
 
-  // Calls fn(member, size()) on every member; fn must not throw.
+  // Calls fn(member, size()) on every member; fn must not throw. Callers on several threads
+  // take turns (one job at a time).
   template <class Fn>
   void run(const Fn& fn) {
     if (size_ == 1) {
       fn(0, 1);
       return;
     }
+    std::lock_guard<std::mutex> turn(run_mutex_);
     dispatch([](const void* f, int member, int n) { (*static_cast<const Fn*>(f))(member, n); }, &fn);
   }
 
@@ -50,6 +54,7 @@ class ThreadTeam {
   Thunk thunk_{nullptr};
   const void* fn_{nullptr};
   std::mutex mutex_;
+  std::mutex run_mutex_;
   std::condition_variable wake_;
 };
 
