@@ -4,6 +4,13 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/topk.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
@@ -11,6 +18,7 @@
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -322,6 +330,53 @@ TEST(FastDecode, EmptyCacheHalfWeightsAndGrowth) {
     for (int64_t t = 0; t < n; ++t) steps.push_back(m->forward(ids.slice(1, t, t + 1), at::ones({1, t + 1}, c10::kLong), &cache));
     ASSERT_FALSE(cache.key_store.empty());
     EXPECT_LT(max_abs_diff(at::cat(steps, 1), want), kTol) << "keep16 " << keep16;
+  }
+}
+
+// transformers' TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper on the whole
+// vocabulary, then softmax: the probabilities sampling_support must give (it sorts only the
+// top-k candidates).
+at::Tensor reference_sampling_probs(const at::Tensor& logits, const model::GenerationOptions& o) {
+  at::Tensor scores = logits.to(c10::kDouble) / o.temperature;
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  if (o.top_k > 0 && o.top_k < scores.size(0)) {
+    const double kth = std::get<0>(at::topk(scores, o.top_k)).min().item<double>();
+    scores = scores.masked_fill(scores < kth, neg_inf);
+  }
+  if (o.top_p < 1.0) {
+    auto sorted = at::sort(scores, 0, false);
+    at::Tensor cum = at::cumsum(at::softmax(std::get<0>(sorted), 0), 0);
+    at::Tensor remove_sorted = cum <= (1.0 - o.top_p);
+    remove_sorted.narrow(0, remove_sorted.size(0) - 1, 1).fill_(false);
+    at::Tensor remove = at::zeros_like(remove_sorted).scatter(0, std::get<1>(sorted), remove_sorted);
+    scores = scores.masked_fill(remove, neg_inf);
+  }
+  return at::softmax(scores, 0);
+}
+
+TEST(Generation, SamplingSupportEqualsTheWarpersOverTheWholeVocabulary) {
+  at::manual_seed(3);
+  for (int trial = 0; trial < 4; ++trial) {
+    at::Tensor logits = at::randn({3000}) * (1.0 + trial);
+    logits[7] = logits[11].item<float>();  // a tie
+    for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{50}, int64_t{2999}}) {
+      for (double p : {1.0, 0.9, 0.3}) {
+        for (double t : {0.7, 1.0, 1.5}) {
+          model::GenerationOptions o;
+          o.top_k = k;
+          o.top_p = p;
+          o.temperature = t;
+          SCOPED_TRACE("top_k " + std::to_string(k) + " top_p " + std::to_string(p) + " T " + std::to_string(t));
+          const at::Tensor want = reference_sampling_probs(logits, o);
+          at::Tensor got = at::zeros({3000}, at::TensorOptions().dtype(c10::kDouble));
+          const auto support = model::sampling_support(logits, o);
+          for (size_t i = 1; i < support.size(); ++i) ASSERT_GE(support[i - 1].second, support[i].second);
+          for (const auto& [id, prob] : support) got[id] = prob;
+          EXPECT_EQ((got > 0).sum().item<int64_t>(), (want > 0).sum().item<int64_t>());
+          EXPECT_LT(max_abs_diff(got, want), 1e-9);
+        }
+      }
+    }
   }
 }
 

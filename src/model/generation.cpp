@@ -15,6 +15,8 @@
 #include <c10/core/InferenceMode.h>
 
 #include <cmath>
+#include <algorithm>
+#include <functional>
 #include <limits>
 
 #include "llmc/core/error.h"
@@ -33,30 +35,82 @@ void validate(const GenerationOptions& o) {
   if (!(o.top_p > 0.0 && o.top_p <= 1.0)) throw UsageError("--top_p must be in (0, 1], found " + std::to_string(o.top_p));
 }
 
+// The first index of the largest value (a NaN counts as the largest, as torch.argmax).
+int64_t argmax_of(const float* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(v[i])) return i;
+    if (v[i] > v[best]) best = i;
+  }
+  return best;
+}
+
 // Next id from last-position logits [V] (float32, CPU).
 int64_t pick(const at::Tensor& logits, const GenerationOptions& o, at::Generator& gen) {
-  if (!o.do_sample) return at::argmax(logits).item<int64_t>();
-  at::Tensor scores = logits / o.temperature;
-  const double neg_inf = -std::numeric_limits<double>::infinity();
-  if (o.top_k > 0 && o.top_k < scores.size(0)) {
-    const double kth = std::get<0>(at::topk(scores, o.top_k)).min().item<double>();
-    scores = scores.masked_fill(scores < kth, neg_inf);
-  }
-  if (o.top_p < 1.0) {
-    // As transformers' TopPLogitsWarper: drop the lowest tokens whose cumulative probability
-    // stays <= 1 - top_p, always keeping the most likely one.
-    auto sorted = at::sort(scores, /*dim=*/0, /*descending=*/false);
-    at::Tensor cum = at::cumsum(at::softmax(std::get<0>(sorted), 0), 0);
-    at::Tensor remove_sorted = cum <= (1.0 - o.top_p);
-    remove_sorted.narrow(0, remove_sorted.size(0) - 1, 1).fill_(false);
-    at::Tensor remove = at::zeros_like(remove_sorted).scatter(0, std::get<1>(sorted), remove_sorted);
-    scores = scores.masked_fill(remove, neg_inf);
-  }
-  at::Tensor probs = at::softmax(scores, 0);
-  return at::multinomial(probs, 1, false, gen).item<int64_t>();
+  const at::Tensor l = logits.contiguous();
+  if (!o.do_sample) return argmax_of(l.data_ptr<float>(), l.numel());
+  const auto support = sampling_support(l, o);
+  std::vector<double> p;
+  p.reserve(support.size());
+  for (const auto& s : support) p.push_back(s.second);
+  at::Tensor probs = at::tensor(p, at::TensorOptions().dtype(c10::kDouble));
+  return support[static_cast<size_t>(at::multinomial(probs, 1, false, gen).item<int64_t>())].first;
 }
 
 }  // namespace
+
+std::vector<std::pair<int64_t, double>> sampling_support(const at::Tensor& logits, const GenerationOptions& o) {
+  const at::Tensor l = logits.to(c10::kCPU, c10::kFloat).contiguous();
+  const auto n = static_cast<int64_t>(l.numel());
+  if (n == 0) throw UsageError("sampling: no logits");
+  // NaN scores are never drawn (and would break the orderings below).
+  std::vector<float> xs(l.data_ptr<float>(), l.data_ptr<float>() + n);
+  for (float& v : xs) {
+    if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+  }
+  const float* x = xs.data();
+  // Candidates: every id, or those at or above the k-th largest score.
+  std::vector<int64_t> ids;
+  if (o.top_k > 0 && o.top_k < n) {
+    std::vector<float> v(x, x + n);
+    std::nth_element(v.begin(), v.begin() + (o.top_k - 1), v.end(), std::greater<float>());
+    const float kth = v[static_cast<size_t>(o.top_k - 1)];
+    for (int64_t i = 0; i < n; ++i) {
+      if (!(x[i] < kth)) ids.push_back(i);
+    }
+  } else {
+    ids.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = i;
+  }
+  // Most likely first (equal scores: lower id first), softmax of score / temperature.
+  std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return x[a] > x[b]; });
+  const double top = static_cast<double>(x[ids[0]]) / o.temperature;
+  std::vector<std::pair<int64_t, double>> out;
+  out.reserve(ids.size());
+  double sum = 0.0;
+  for (int64_t i : ids) {
+    const double e = std::exp(static_cast<double>(x[i]) / o.temperature - top);
+    out.emplace_back(i, e);
+    sum += e;
+  }
+  if (!(sum > 0.0) || !std::isfinite(sum)) throw Error("sampling: the model's logits are not finite numbers");
+  for (auto& e : out) e.second /= sum;
+  if (o.top_p < 1.0) {
+    // TopPLogitsWarper on the ascending order: drop while the cumulative mass from the least
+    // likely end stays <= 1 - top_p; the most likely id always stays.
+    double cum = 0.0;
+    size_t keep = out.size();
+    while (keep > 1 && cum + out[keep - 1].second <= 1.0 - o.top_p) {
+      cum += out[keep - 1].second;
+      --keep;
+    }
+    out.resize(keep);
+    double kept = 0.0;
+    for (const auto& e : out) kept += e.second;
+    for (auto& e : out) e.second /= kept;
+  }
+  return out;
+}
 
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const GenerationOptions& options,
                               const RunContext& ctx) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "llmc/core/run_context.h"
@@ -20,6 +21,13 @@ struct GenerationOptions {
   std::optional<int64_t> eos_token_id;
   bool progress{false};
 };
+
+// The ids sampling may draw from last-position logits (float32 [vocab], CPU) and their
+// probabilities, as transformers' temperature, top-k and top-p warpers leave them: top-k keeps
+// the scores >= the k-th largest (ties included), top-p then drops the least likely ids whose
+// cumulative probability stays <= 1 - top_p (never the most likely). Ordered by decreasing
+// probability. With top_k set only those k ids are sorted, never the whole vocabulary.
+std::vector<std::pair<int64_t, double>> sampling_support(const at::Tensor& logits, const GenerationOptions& options);
 
 // Returns only the new ids (without the prompt). UsageError for bad sampling values.
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, const GenerationOptions& options,
