@@ -1,7 +1,7 @@
 #include "llmc/eval/speed.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/ops/argmax.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/tensor.h>
@@ -11,6 +11,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/progress.h"
+#include "llmc/model/generation.h"
 
 namespace llmc::eval {
 
@@ -25,14 +26,13 @@ std::pair<double, double> run_once(model::CausalLM& model, const at::Tensor& pro
   model::KVCache cache;
   auto t0 = clock::now();
   at::Tensor logits = model.forward_last(prompt, at::ones({1, prompt.size(1)}, long_opts), &cache);
-  at::Tensor next = at::argmax(logits.select(1, -1), -1, true);
-  (void)next.item<int64_t>();  // synchronize
+  int64_t next = model::argmax_id(logits.reshape({-1}));  // on the CPU: synchronizes
   auto t1 = clock::now();
   for (int64_t i = 0; i < steps; ++i) {
     ctx.check_cancelled();
-    logits = model.forward_last(next, at::ones({1, cache.length() + 1}, long_opts), &cache);
-    next = at::argmax(logits.select(1, -1), -1, true);
-    (void)next.item<int64_t>();
+    const at::Tensor ids = at::full({1, 1}, next, long_opts);
+    logits = model.forward_last(ids, at::ones({1, cache.length() + 1}, long_opts), &cache);
+    next = model::argmax_id(logits.reshape({-1}));
     if (progress != nullptr) progress->advance();
   }
   auto t2 = clock::now();

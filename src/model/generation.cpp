@@ -48,7 +48,7 @@ int64_t argmax_of(const float* v, int64_t n) {
 // Next id from last-position logits [V] (float32, CPU).
 int64_t pick(const at::Tensor& logits, const GenerationOptions& o, at::Generator& gen) {
   const at::Tensor l = logits.contiguous();
-  if (!o.do_sample) return argmax_of(l.data_ptr<float>(), l.numel());
+  if (!o.do_sample) return argmax_id(l);
   const auto support = sampling_support(l, o);
   std::vector<double> p;
   p.reserve(support.size());
@@ -58,6 +58,11 @@ int64_t pick(const at::Tensor& logits, const GenerationOptions& o, at::Generator
 }
 
 }  // namespace
+
+int64_t argmax_id(const at::Tensor& logits) {
+  const at::Tensor l = logits.to(c10::kCPU, c10::kFloat).contiguous();
+  return argmax_of(l.data_ptr<float>(), l.numel());
+}
 
 std::vector<std::pair<int64_t, double>> sampling_support(const at::Tensor& logits, const GenerationOptions& o) {
   const at::Tensor l = logits.to(c10::kCPU, c10::kFloat).contiguous();

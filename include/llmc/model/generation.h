@@ -22,6 +22,10 @@ struct GenerationOptions {
   bool progress{false};
 };
 
+// The greedy choice from last-position logits (float32 [vocab], CPU): the first index of the
+// largest value, a NaN counting as the largest (as torch.argmax).
+int64_t argmax_id(const at::Tensor& logits);
+
 // The ids sampling may draw from last-position logits (float32 [vocab], CPU) and their
 // probabilities, as transformers' temperature, top-k and top-p warpers leave them: top-k keeps
 // the scores >= the k-th largest (ties included), top-p then drops the least likely ids whose
