@@ -1,5 +1,6 @@
 #include <ATen/ops/ones.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -416,6 +417,28 @@ TEST(Compare, RefusesDamagedLogitsFiles) {
   o.model_name_or_path = fixture("opt_preln_f32");
   o.compare_to = tmp / "dir.logp";  // a directory is taken for a model directory
   EXPECT_THROW(eval::run_evaluate(o, ctx), Error);
+}
+
+// A reader that refuses a file closes it: more refusals than the process may hold open
+// descriptors (the fuzzer ran out of them), then a good file still opens.
+TEST(Compare, RefusedLogitsFilesLeaveNoDescriptorOpen) {
+  test::TempDir tmp;
+  write_text(tmp / "bad.logp", std::string("LLMCLOGP") + std::string(40, '\x01'));
+  struct rlimit old {};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  struct rlimit low = old;
+  low.rlim_cur = std::min<rlim_t>(old.rlim_cur, 256);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  int refused = 0;
+  for (int i = 0; i < 1000; ++i) {
+    try {
+      eval::LogitsFileReader r(tmp / "bad.logp");
+    } catch (const InputError& e) {
+      if (std::string(e.what()).find("Too many open files") == std::string::npos) ++refused;
+    }
+  }
+  setrlimit(RLIMIT_NOFILE, &old);
+  EXPECT_EQ(refused, 1000);
 }
 
 TEST(Compare, PercentileInterpolatesLinearly) {

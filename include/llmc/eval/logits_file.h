@@ -70,6 +70,7 @@ class LogitsFileReader {
   BaseDistribution next(int64_t n, int64_t shared);
 
  private:
+  void read_header(const std::string& path);
   std::string path_;
   int fd_{-1};
   LogitsFileHeader header_;
