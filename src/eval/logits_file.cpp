@@ -103,6 +103,21 @@ LogitsFileWriter::LogitsFileWriter(const std::string& path, const LogitsFileHead
   tmp_ = (target.parent_path() / (".tmp." + target.filename().string() + "." + std::to_string(::getpid()))).string();
   f_ = std::fopen(tmp_.c_str(), "wb");
   if (f_ == nullptr) throw ResourceError(path + ": cannot write: " + std::strerror(errno));
+  // As the reader: a throwing constructor runs no destructor, so the file is closed and the
+  // partial temporary removed here.
+  try {
+    write_head(ids);
+  } catch (...) {
+    std::fclose(f_);
+    f_ = nullptr;
+    std::error_code ec;
+    std::filesystem::remove(tmp_, ec);
+    throw;
+  }
+}
+
+void LogitsFileWriter::write_head(const std::vector<int64_t>& ids) {
+  const LogitsFileHeader& header = header_;
   nlohmann::json h;
   h["format"] = "llmc-base-logprobs";
   h["encoding"] = "u16 over the 40 nats below the top id";
@@ -114,7 +129,8 @@ LogitsFileWriter::LogitsFileWriter(const std::string& path, const LogitsFileHead
   h["tokenizer"] = header.tokenizer;
   h["model_path"] = header.model_path;
   h["llmc_version"] = version();
-  const std::string json = h.dump();
+  // A model path that is not UTF-8 is written with replacement characters, not refused.
+  const std::string json = h.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::string out(kMagic, sizeof(kMagic));
   put<uint32_t>(out, kVersion);
   put<uint32_t>(out, static_cast<uint32_t>(json.size()));

@@ -47,6 +47,7 @@ class LogitsFileWriter {
   void commit();
 
  private:
+  void write_head(const std::vector<int64_t>& ids);
   std::string path_, tmp_;
   std::FILE* f_{nullptr};
   LogitsFileHeader header_;
