@@ -54,7 +54,7 @@ class OptFastDecoder {
 
  private:
   OptConfig c_;
-  at::Tensor embed_, positions_, final_ln_w_, final_ln_b_;
+  at::Tensor embed_, positions_;
   std::vector<at::Tensor> held_;  // LayerNorm parameters behind the raw pointers
   const float* final_w_{nullptr};
   const float* final_b_{nullptr};

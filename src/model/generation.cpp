@@ -3,19 +3,13 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/argmax.h>
-#include <ATen/ops/cumsum.h>
 #include <ATen/ops/multinomial.h>
 #include <ATen/ops/ones.h>
-#include <ATen/ops/softmax.h>
-#include <ATen/ops/sort.h>
 #include <ATen/ops/tensor.h>
-#include <ATen/ops/topk.h>
-#include <ATen/ops/zeros_like.h>
 #include <c10/core/InferenceMode.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <limits>
 
@@ -47,9 +41,8 @@ int64_t argmax_of(const float* v, int64_t n) {
 
 // Next id from last-position logits [V] (float32, CPU).
 int64_t pick(const at::Tensor& logits, const GenerationOptions& o, at::Generator& gen) {
-  const at::Tensor l = logits.contiguous();
-  if (!o.do_sample) return argmax_id(l);
-  const auto support = sampling_support(l, o);
+  if (!o.do_sample) return argmax_id(logits);
+  const auto support = sampling_support(logits, o);
   std::vector<double> p;
   p.reserve(support.size());
   for (const auto& s : support) p.push_back(s.second);

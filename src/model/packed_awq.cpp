@@ -91,23 +91,8 @@ at::Tensor AwqWeight::dequantize() const {
 at::Tensor AwqWeight::matmul(const at::Tensor& x) const {
   if (!qweight.device().is_cpu()) return at::matmul(x, dequantize().to(x.device(), x.scalar_type()).t());
   FlatInput f = flatten_input(x, in, out);
-  if (f.x2.size(0) <= 4) {
-    // Decode: the packed kernel reads the codes once, eight channels per word.
-    const auto& k = kernels::best_kernels();
-    at::Tensor y = at::empty({f.x2.size(0), out}, f.x2.options());
-    const int64_t groups = in / group_size;
-    at::Tensor sums = f.x2.reshape({f.x2.size(0), groups, group_size}).sum(2).contiguous();
-    const auto* q = qweight.data_ptr<int32_t>();
-    const auto* z = qzeros.data_ptr<int32_t>();
-    const auto* s = reinterpret_cast<const uint16_t*>(scales.data_ptr<c10::Half>());
-    for (int64_t r = 0; r < f.x2.size(0); ++r) {
-      const float* xr = f.x2.data_ptr<float>() + r * in;
-      const float* gs = sums.data_ptr<float>() + r * groups;
-      float* yr = y.data_ptr<float>() + r * out;
-      parallel_rows(out / 8, [&](int64_t a, int64_t b) { k.dot_awq(q, z, s, a, b, in, out, group_size, xr, gs, yr); });
-    }
-    return y.reshape(f.out_shape).to(x.scalar_type());
-  }
+  // Decode: the packed kernel reads the codes once, eight channels per word.
+  if (f.x2.size(0) <= 4) return vec_rows_matmul(*this, f.x2).reshape(f.out_shape).to(x.scalar_type());
   at::Tensor y = tiled_matmul(f.x2, out, in, [&](int64_t r0, int64_t r1, float* dst) { dequantize_rows(r0, r1, dst); });
   return y.reshape(f.out_shape).to(x.scalar_type());
 }

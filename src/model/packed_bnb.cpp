@@ -128,26 +128,15 @@ at::Tensor Bnb4Weight::dequantize() const {
 at::Tensor Bnb4Weight::matmul(const at::Tensor& x) const {
   if (!packed.device().is_cpu()) return at::matmul(x, dequantize().to(x.scalar_type()).t());
   FlatInput f = flatten_input(x, in, out);
-  const auto& k = kernels::best_kernels();
-  const std::vector<float> lut = bnb4_code_table(quant_type);
-  const at::Tensor am = resolved_absmax().contiguous();
-  const uint8_t* pk = packed.data_ptr<uint8_t>();
-  const float* amp = am.data_ptr<float>();
-  const int64_t rows = f.x2.size(0);
   at::Tensor y;
-  if (rows <= 4 && in % blocksize == 0 && in % 2 == 0) {
-    y = at::empty({rows, out}, f.x2.options());
-    std::vector<float> xe(static_cast<size_t>(in / 2)), xo(static_cast<size_t>(in / 2));
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = f.x2.data_ptr<float>() + r * in;
-      for (int64_t j = 0; j < in / 2; ++j) {
-        xe[static_cast<size_t>(j)] = xr[2 * j];
-        xo[static_cast<size_t>(j)] = xr[2 * j + 1];
-      }
-      float* yr = y.data_ptr<float>() + r * out;
-      parallel_rows(out, [&](int64_t a, int64_t b) { k.dot4(pk, amp, lut.data(), a, b, in, blocksize, xe.data(), xo.data(), yr); });
-    }
+  if (f.x2.size(0) <= 4 && vec_units() > 0) {
+    y = vec_rows_matmul(*this, f.x2);
   } else {
+    const auto& k = kernels::best_kernels();
+    const std::vector<float> lut = bnb4_code_table(quant_type);
+    const at::Tensor am = resolved_absmax().contiguous();
+    const uint8_t* pk = packed.data_ptr<uint8_t>();
+    const float* amp = am.data_ptr<float>();
     y = tiled_matmul(f.x2, out, in, [&](int64_t r0, int64_t r1, float* dst) {
       k.dequant4(pk, amp, lut.data(), r0, r1, in, blocksize, dst);
     });
@@ -276,20 +265,13 @@ at::Tensor Int8Weight::dequantize() const { return cb.to(c10::kFloat) * (scb / 1
 at::Tensor Int8Weight::matmul(const at::Tensor& x) const {
   if (!cb.device().is_cpu()) return at::matmul(x, dequantize().to(x.scalar_type()).t());
   FlatInput f = flatten_input(x, in, out);
-  const auto& k = kernels::best_kernels();
-  const at::Tensor scale = (scb / 127.0f).contiguous();
-  const int8_t* cbp = cb.data_ptr<int8_t>();
-  const float* sp = scale.data_ptr<float>();
-  const int64_t rows = f.x2.size(0);
   at::Tensor y;
-  if (rows <= 4) {
-    y = at::empty({rows, out}, f.x2.options());
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = f.x2.data_ptr<float>() + r * in;
-      float* yr = y.data_ptr<float>() + r * out;
-      parallel_rows(out, [&](int64_t a, int64_t b) { k.dot8(cbp, sp, a, b, in, xr, yr); });
-    }
+  if (f.x2.size(0) <= 4) {
+    y = vec_rows_matmul(*this, f.x2);
   } else {
+    const at::Tensor scale = (scb / 127.0f).contiguous();
+    const int8_t* cbp = cb.data_ptr<int8_t>();
+    const float* sp = scale.data_ptr<float>();
     y = tiled_matmul(f.x2, out, in, [&](int64_t r0, int64_t r1, float* dst) {
       for (int64_t r = r0; r < r1; ++r) {
         const int8_t* row = cbp + r * in;

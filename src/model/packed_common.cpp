@@ -4,6 +4,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 
+#include <vector>
+
 #include "llmc/core/error.h"
 
 namespace llmc::model {
@@ -34,6 +36,18 @@ at::Tensor tiled_matmul(const at::Tensor& x2, int64_t out, int64_t in,
     // it without a copy).
     at::Tensor y_tile = y.narrow(1, r0, r1 - r0);
     at::mm_out(y_tile, x2, w.t());
+  }
+  return y;
+}
+
+at::Tensor vec_rows_matmul(const PackedWeight& w, const at::Tensor& x2) {
+  at::Tensor y = at::empty({x2.size(0), w.out_features()}, x2.options());
+  std::vector<float> scratch(static_cast<size_t>(w.vec_scratch_floats()));
+  for (int64_t r = 0; r < x2.size(0); ++r) {
+    const float* xr = x2.data_ptr<float>() + r * w.in_features();
+    float* yr = y.data_ptr<float>() + r * w.out_features();
+    w.vec_prepare(xr, scratch.data());
+    parallel_rows(w.vec_units(), [&](int64_t a, int64_t b) { w.vec_compute(xr, scratch.data(), a, b, yr); });
   }
   return y;
 }

@@ -22,6 +22,10 @@ FlatInput flatten_input(const at::Tensor& x, int64_t in, int64_t out);
 at::Tensor tiled_matmul(const at::Tensor& x2, int64_t out, int64_t in,
                         const std::function<void(int64_t, int64_t, float*)>& dequant);
 
+// y = x W^T for a few rows of x through the weight's one-row vec_* product (vec_units() > 0),
+// each row's units split over LibTorch's threads: the modules' path for decode-sized inputs.
+at::Tensor vec_rows_matmul(const PackedWeight& w, const at::Tensor& x2);
+
 // Splits [0, rows) over LibTorch's threads.
 void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn);
 

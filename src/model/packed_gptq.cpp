@@ -91,6 +91,7 @@ at::Tensor GptqWeight::dequantize() const {
 at::Tensor GptqWeight::matmul(const at::Tensor& x) const {
   if (!qweight.device().is_cpu()) return at::matmul(x, dequantize().to(x.scalar_type()).t());
   FlatInput f = flatten_input(x, in, out);
+  if (f.x2.size(0) <= 4) return vec_rows_matmul(*this, f.x2).reshape(f.out_shape).to(x.scalar_type());
   const int64_t group = 32 / std::gcd<int64_t>(32, bits);
   // Tiles of output columns, a multiple of `group` (qzeros packs `group` outputs per
   // `group * bits / 32` words), about 1 MiB of float weights each.
