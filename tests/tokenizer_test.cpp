@@ -110,11 +110,13 @@ TEST(LoadTokenizer, ExplainsWhatIsMissing) {
   test::expect_error<InputError>([&] { tokenizer::load_tokenizer(tmp.path()); }, "no tokenizer found");
 }
 
-// Pathological texts: one 10 MB line, 10 MB of spaces (a single pre-token), a 1 MB word. The
-// BPE merge loop was quadratic in a pre-token's length; now each finishes in time about linear
-// in its size. Checked by the ratio of a text 4x longer (linear: about 4x; quadratic: 16x;
-// bound 8x, generous for a noisy machine) and by the decode round trip.
-TEST(Gpt2Bpe, PathologicalTextsTokenizeInLinearTime) {
+// Pathological texts: one 10 MB line, 10 MB of spaces (a single pre-token), a 4 MB word. The
+// BPE merge loop was quadratic in a pre-token's length (hours for 10 MB); the heap makes it
+// O(n log n), a few seconds here and under 10 s under ASan on the CI machine. Each must finish
+// within 60 s and decode back to its text. (An earlier version compared the times of a text and
+// one 4x longer against an 8x bound: the O(n log n) heap on a 10 MB pre-token, with its cache
+// misses, measures 6-8x on a loaded machine, so that check failed CI without any quadratic code.)
+TEST(Gpt2Bpe, PathologicalTextsTokenizeInTime) {
   const auto& tok = gpt2();
   auto seconds = [&](const std::string& text) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -126,10 +128,6 @@ TEST(Gpt2Bpe, PathologicalTextsTokenizeInLinearTime) {
   std::string line;
   while (line.size() < (size_t{10} << 20)) line += "the cat sat on the mat, again and again; ";
   EXPECT_LT(seconds(line), 60.0);
-  const double spaces_small = seconds("a" + std::string(size_t{10} << 20 >> 2, ' ') + "b");
-  const double spaces_big = seconds("a" + std::string(size_t{10} << 20, ' ') + "b");
-  EXPECT_LT(spaces_big, 8 * std::max(spaces_small, 0.05)) << spaces_small << " s vs " << spaces_big << " s";
-  const double word_small = seconds(std::string(size_t{1} << 18, 'x'));
-  const double word_big = seconds(std::string(size_t{1} << 20, 'x'));
-  EXPECT_LT(word_big, 8 * std::max(word_small, 0.05)) << word_small << " s vs " << word_big << " s";
+  EXPECT_LT(seconds("a" + std::string(size_t{10} << 20, ' ') + "b"), 60.0);
+  EXPECT_LT(seconds(std::string(size_t{4} << 20, 'x')), 60.0);
 }
