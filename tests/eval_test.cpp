@@ -1,3 +1,9 @@
+#include <ATen/TensorOperators.h>
+#include <ATen/Context.h>
+#include <ATen/ops/linspace.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/ones.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -439,6 +445,49 @@ TEST(Compare, RefusedLogitsFilesLeaveNoDescriptorOpen) {
   }
   setrlimit(RLIMIT_NOFILE, &old);
   EXPECT_EQ(refused, 1000);
+}
+
+// The float32 comparison (vectorised exp, one pass per row) against the same rows in float64
+// with std::exp: KL within 1e-6 absolute + 1e-6 relative, log-probabilities within 1e-6, the
+// same top-1 decisions. Widths with and without a tail beyond 16 lanes, logits spread over
+// 60 nats (ids far below the top), ties for the top (the first id wins, as torch.argmax), a
+// model row with -inf where the base has mass (KL +inf), and a NaN row (NaN figures).
+TEST(Compare, Float32KernelMatchesFloat64) {
+  for (int64_t width : {int64_t{37}, int64_t{50272}, int64_t{1000}}) {
+    const int64_t n = 24;
+    at::manual_seed(width);
+    at::Tensor base = at::randn({n, width}, at::TensorOptions().dtype(c10::kDouble)) * 6;
+    at::Tensor model = base + at::randn({n, width}, at::TensorOptions().dtype(c10::kDouble)) * 0.5;
+    base[3] = at::linspace(-60, 0, width, at::TensorOptions().dtype(c10::kDouble));
+    model[5].fill_(1.0);  // every id tied: the top is id 0
+    base[5].fill_(2.0);
+    base[6][width - 1] = 100;  // a top in the tail beyond the lanes
+    model[6][width - 1] = 100;
+    base = base.to(c10::kFloat).to(c10::kDouble);  // values exactly representable in float32
+    model = model.to(c10::kFloat).to(c10::kDouble);
+    const at::Tensor targets = at::randint(0, width, {n}, at::TensorOptions().dtype(c10::kLong));
+    eval::CompareAccumulator a32, a64;
+    a32.add(model.to(c10::kFloat), eval::base_from_logits(base.to(c10::kFloat), width), targets);
+    a64.add(model, eval::base_from_logits(base, width), targets);
+    const nlohmann::json j32 = a32.summary(), j64 = a64.summary();
+    for (const char* k : {"kl_mean", "kl_median", "kl_p90", "kl_max", "perplexity", "base_perplexity", "delta_p_rms"}) {
+      const double want = j64[k].get<double>();
+      EXPECT_NEAR(j32[k].get<double>(), want, 1e-6 + 1e-6 * std::abs(want)) << k << " width " << width;
+    }
+    EXPECT_EQ(j32["top1_agreement"], j64["top1_agreement"]) << width;
+    EXPECT_GT(j64["kl_mean"].get<double>(), 0.01);
+  }
+  // -inf in the model where the base has mass; a row with NaN.
+  at::Tensor base = at::zeros({2, 40});
+  at::Tensor model = at::zeros({2, 40});
+  model[0][7] = -std::numeric_limits<float>::infinity();
+  model[1][9] = std::nanf("");
+  const at::Tensor targets = at::zeros({2}, at::TensorOptions().dtype(c10::kLong));
+  eval::CompareAccumulator one, two;
+  one.add(model.slice(0, 0, 1), eval::base_from_logits(base.slice(0, 0, 1), 40), targets.slice(0, 0, 1));
+  EXPECT_TRUE(std::isinf(one.summary()["kl_mean"].get<double>()));
+  two.add(model.slice(0, 1, 2), eval::base_from_logits(base.slice(0, 1, 2), 40), targets.slice(0, 1, 2));
+  EXPECT_TRUE(std::isnan(two.summary()["kl_mean"].get<double>()));
 }
 
 TEST(Compare, PercentileInterpolatesLinearly) {

@@ -1,16 +1,13 @@
 #include "llmc/eval/compare.h"
 
-#include <ATen/TensorOperators.h>
-#include <ATen/ops/argmax.h>
-#include <ATen/ops/exp.h>
-#include <ATen/ops/log.h>
-#include <ATen/ops/where.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
+#include "../model/kernels/kernels.h"
 #include "llmc/core/error.h"
 
 namespace llmc::eval {
@@ -58,20 +55,103 @@ BaseDistribution base_from_logits(const at::Tensor& base_logits, int64_t shared)
 
 namespace {
 
-// Row maxima, the exponentials below them and log Σ exp in float64.
-struct Normalized {
-  at::Tensor e;    // exp(x − max), in x's dtype
-  at::Tensor sum;  // [n, 1] float64
-  at::Tensor lse;  // [n, 1] float64
+// What one predicted position contributes.
+struct RowResult {
+  double kl;
+  bool same_top;
+  double logp_model;  // log P_model(correct token)
+  double logp_base;   // log P_base(correct token)
 };
 
-Normalized normalize(const at::Tensor& x) {
-  Normalized r;
-  const at::Tensor top = std::get<0>(x.max(-1, true));
-  r.e = at::exp(x - top);
-  r.sum = r.e.sum(-1, true, c10::kDouble);
-  r.lse = top.to(c10::kDouble) + at::log(r.sum);
+// A row's figures from its maxima and softmax sums (S_b = Σ e^(x_b − max_b), S_m likewise,
+// C = Σ e^(x_b − max_b)·(x_b − x_m) over the ids the base gives mass):
+// KL = C / S_b − (lse_b − lse_m). A broken row (NaN or +inf logits, or no mass at all) gets
+// NaN figures, as the log-softmax would make them.
+template <typename T>
+RowResult finish_row(const T* xm, const T* xb, int64_t target, T max_m, T max_b, bool same_top, const double* sums,
+                     const double* base_target_logp) {
+  RowResult r;
+  r.same_top = same_top;
+  if (!std::isfinite(static_cast<double>(max_m)) || !std::isfinite(static_cast<double>(max_b))) {
+    const double nan = std::nan("");
+    r.kl = nan;
+    r.logp_model = nan;
+    r.logp_base = base_target_logp ? *base_target_logp : nan;
+    return r;
+  }
+  const double lse_b = static_cast<double>(max_b) + std::log(sums[0]);
+  const double lse_m = static_cast<double>(max_m) + std::log(sums[1]);
+  r.kl = sums[2] / sums[0] - (lse_b - lse_m);
+  r.logp_model = static_cast<double>(xm[target]) - lse_m;
+  r.logp_base = base_target_logp ? *base_target_logp : static_cast<double>(xb[target]) - lse_b;
   return r;
+}
+
+// float32 rows on the CPU's kernels (model/kernels: AVX-512 or the scalar reference).
+void compare_rows_f32(const float* xm, int64_t stride_m, const float* xb, int64_t stride_b, int64_t n,
+                      const int64_t* targets, const int64_t* base_top, const double* base_target_logp, int64_t r0,
+                      int64_t r1, RowResult* out) {
+  const model::kernels::KernelSet& k = model::kernels::best_kernels();
+  for (int64_t i = r0; i < r1; ++i) {
+    const float* m = xm + i * stride_m;
+    const float* b = xb + i * stride_b;
+    float max_m, max_b;
+    int64_t top_m, top_b;
+    k.row_max(m, n, &max_m, &top_m);
+    k.row_max(b, n, &max_b, &top_b);
+    double sums[3] = {0, 0, 0};
+    if (std::isfinite(max_m) && std::isfinite(max_b)) k.softmax_pair(m, b, n, max_m, max_b, sums);
+    out[i] = finish_row(m, b, targets[i], max_m, max_b, top_m == (base_top ? base_top[i] : top_b), sums,
+                        base_target_logp ? base_target_logp + i : nullptr);
+  }
+}
+
+// float64 rows (a float64 model or base), plain loops with std::exp.
+void row_max_f64(const double* x, int64_t n, double& best, int64_t& at) {
+  best = -std::numeric_limits<double>::infinity();
+  at = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (std::isnan(x[j])) {
+      best = x[j];
+      at = j;
+      return;
+    }
+    if (x[j] > best) {
+      best = x[j];
+      at = j;
+    }
+  }
+}
+
+void compare_rows_f64(const double* xm, int64_t stride_m, const double* xb, int64_t stride_b, int64_t n,
+                      const int64_t* targets, const int64_t* base_top, const double* base_target_logp, int64_t r0,
+                      int64_t r1, RowResult* out) {
+  for (int64_t i = r0; i < r1; ++i) {
+    const double* m = xm + i * stride_m;
+    const double* b = xb + i * stride_b;
+    double max_m, max_b;
+    int64_t top_m, top_b;
+    row_max_f64(m, n, max_m, top_m);
+    row_max_f64(b, n, max_b, top_b);
+    double sums[3] = {0, 0, 0};
+    if (std::isfinite(max_m) && std::isfinite(max_b)) {
+      for (int64_t j = 0; j < n; ++j) {
+        const double eb = std::exp(b[j] - max_b);
+        sums[0] += eb;
+        sums[1] += std::exp(m[j] - max_m);
+        if (eb > 0) sums[2] += eb * (b[j] - m[j]);
+      }
+    }
+    out[i] = finish_row(m, b, targets[i], max_m, max_b, top_m == (base_top ? base_top[i] : top_b), sums,
+                        base_target_logp ? base_target_logp + i : nullptr);
+  }
+}
+
+// Rows of `x` ([N, >= shared]) as `dt` on the CPU with unit stride along the vocabulary (a view
+// when they already are).
+at::Tensor as_rows(const at::Tensor& x, int64_t shared, c10::ScalarType dt) {
+  at::Tensor r = x.slice(1, 0, shared).to(c10::kCPU, dt);
+  return r.stride(1) == 1 ? r : r.contiguous();
 }
 
 }  // namespace
@@ -84,38 +164,37 @@ void CompareAccumulator::add(const at::Tensor& model_logits, const BaseDistribut
   }
   const c10::ScalarType dt =
       model_logits.scalar_type() == c10::kDouble || base.logits.scalar_type() == c10::kDouble ? c10::kDouble : c10::kFloat;
-  const at::Tensor tgt = targets.to(c10::kCPU, c10::kLong).reshape({n, 1});
-  const int64_t step = compare_rows_per_piece(shared);
-  for (int64_t r0 = 0; r0 < n; r0 += step) {
-    const int64_t r1 = std::min(n, r0 + step);
-    const at::Tensor xm = model_logits.slice(0, r0, r1).slice(1, 0, shared).to(c10::kCPU, dt);
-    const at::Tensor xb = base.logits.slice(0, r0, r1).to(c10::kCPU, dt);
-    const Normalized nb = normalize(xb), nm = normalize(xm);
-    // KL = Σ p_b (x_b − x_m) − (lse_b − lse_m) Σ p_b over the ids the base gives mass.
-    const at::Tensor p = nb.e / nb.sum.to(dt);
-    const at::Tensor d = at::where(nb.e > 0, xb - xm, at::zeros_like(xb));
-    const at::Tensor psum = p.sum(-1, false, c10::kDouble);
-    const at::Tensor kl = ((p * d).sum(-1, false, c10::kDouble) - (nb.lse - nm.lse).squeeze(1) * psum).contiguous();
-    const at::Tensor arg_b = base.argmax.defined() ? base.argmax.slice(0, r0, r1) : at::argmax(xb, -1);
-    const at::Tensor same = (at::argmax(xm, -1) == arg_b).contiguous();
-    const at::Tensor t = tgt.slice(0, r0, r1);
-    const at::Tensor lm_t = (xm.gather(1, t).to(c10::kDouble) - nm.lse).reshape({-1}).contiguous();
-    const at::Tensor lb_t = base.target_logp.defined() ? base.target_logp.slice(0, r0, r1).to(c10::kDouble).contiguous()
-                                                       : (xb.gather(1, t).to(c10::kDouble) - nb.lse).reshape({-1}).contiguous();
-    const double* klp = kl.data_ptr<double>();
-    const bool* sp = same.data_ptr<bool>();
-    const double* mp = lm_t.data_ptr<double>();
-    const double* bp = lb_t.data_ptr<double>();
-    for (int64_t i = 0; i < r1 - r0; ++i) {
-      kl_.push_back(klp[i]);
-      same_top_ += sp[i] ? 1 : 0;
-      delta_p_.push_back(std::exp(mp[i]) - std::exp(bp[i]));
-      nll_ -= mp[i];
-      nll2_ += mp[i] * mp[i];
-      nll_base_ -= bp[i];
-      nll_base2_ += bp[i] * bp[i];
-      nll_cross_ += mp[i] * bp[i];
+  const at::Tensor xm = as_rows(model_logits, shared, dt);
+  const at::Tensor xb = as_rows(base.logits, shared, dt);
+  const at::Tensor tgt = targets.to(c10::kCPU, c10::kLong).reshape({n}).contiguous();
+  at::Tensor top, tlogp;
+  if (base.argmax.defined()) top = base.argmax.to(c10::kCPU, c10::kLong).reshape({n}).contiguous();
+  if (base.target_logp.defined()) tlogp = base.target_logp.to(c10::kCPU, c10::kDouble).reshape({n}).contiguous();
+  const int64_t* tp = tgt.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (tp[i] < 0 || tp[i] >= shared) throw Error("compare: a target id is outside the shared vocabulary");
+  }
+  const int64_t* topp = top.defined() ? top.data_ptr<int64_t>() : nullptr;
+  const double* tlp = tlogp.defined() ? tlogp.data_ptr<double>() : nullptr;
+  std::vector<RowResult> rows(static_cast<size_t>(n));
+  at::parallel_for(0, n, 1, [&](int64_t a, int64_t b) {
+    if (dt == c10::kDouble) {
+      compare_rows_f64(xm.data_ptr<double>(), xm.stride(0), xb.data_ptr<double>(), xb.stride(0), shared, tp, topp, tlp, a, b,
+                       rows.data());
+    } else {
+      compare_rows_f32(xm.data_ptr<float>(), xm.stride(0), xb.data_ptr<float>(), xb.stride(0), shared, tp, topp, tlp, a, b,
+                       rows.data());
     }
+  });
+  for (const RowResult& r : rows) {
+    kl_.push_back(r.kl);
+    same_top_ += r.same_top ? 1 : 0;
+    delta_p_.push_back(std::exp(r.logp_model) - std::exp(r.logp_base));
+    nll_ -= r.logp_model;
+    nll2_ += r.logp_model * r.logp_model;
+    nll_base_ -= r.logp_base;
+    nll_base2_ += r.logp_base * r.logp_base;
+    nll_cross_ += r.logp_model * r.logp_base;
   }
 }
 

@@ -175,7 +175,9 @@ nlohmann::json run_evaluate(const EvaluateOptions& o, const RunContext& ctx) {
         for_each_window_rows(logits, batch, mask, [&](int64_t w, const at::Tensor& rows, const at::Tensor& targets) {
           if (writer) writer->append(rows, targets);
           if (o.compare_to.empty()) return;
-          const int64_t n = rows.size(0), step = compare_rows_per_piece(base.shared_vocab);
+          // A base model's rows are compared a window at a time (no temporaries); a file's are
+          // decoded a piece at a time.
+          const int64_t n = rows.size(0), step = base.model ? n : compare_rows_per_piece(base.shared_vocab);
           for (int64_t r0 = 0; r0 < n; r0 += step) {
             const int64_t r1 = std::min(n, r0 + step);
             const BaseDistribution b = base.model ? base_from_logits(base_logits[w].slice(0, r0, r1), base.shared_vocab)

@@ -27,8 +27,9 @@ class CompareAccumulator {
  public:
   // One batch: model_logits [N, >= shared] (any float dtype), targets [N] int64.
   // Every row is a predicted token. Computed in float64 when either side is float64, else
-  // in float32 with the sums and log-sum-exps in float64 (KL's error then stays near 1e-7
-  // nats a token); identical inputs give KL exactly 0.
+  // in float32 (a vectorised exp within 2 ulp) with the sums and log-sum-exps in float64
+  // (KL's error then stays near 1e-7 nats a token); identical inputs give KL exactly 0.
+  // One pass per row after its maxima, rows in parallel.
   void add(const at::Tensor& model_logits, const BaseDistribution& base, const at::Tensor& targets);
   int64_t count() const { return static_cast<int64_t>(kl_.size()); }
   // The `compare` keys of docs/metrics.md; InputError when nothing was compared.
@@ -45,8 +46,8 @@ class CompareAccumulator {
 // `shared` ids).
 BaseDistribution base_from_logits(const at::Tensor& base_logits, int64_t shared);
 
-// Rows to hand CompareAccumulator::add at a time for a vocabulary of `width` ids, so that the
-// float64 temporaries of a piece stay near 2 MB (in cache; larger pieces cost page faults).
+// Rows of a --save_logits file to decode and hand CompareAccumulator::add at a time for a
+// vocabulary of `width` ids, so that the decoded piece stays near 1 MB (in cache).
 int64_t compare_rows_per_piece(int64_t width);
 
 // Percentile by linear interpolation at p·(n−1) of the sorted values (p in [0, 1]).

@@ -39,6 +39,17 @@ using DotAwqFn = void (*)(const int32_t* qweight, const int32_t* qzeros, const u
                           int64_t word_end, int64_t in, int64_t out, int64_t group, const float* x,
                           const float* group_sums, float* y);
 
+// Maximum of x[0, n) and the index of its first occurrence, as torch.argmax: the first NaN
+// (and NaN as the maximum) when there is one, index 0 when every value is −inf. n < 2^31.
+using RowMaxFn = void (*)(const float* x, int64_t n, float* max, int64_t* at);
+
+// The softmax sums of one position of a distribution comparison (eval/compare), given the two
+// rows' finite maxima: with e_b = exp(xb − max_b) and e_m = exp(xm − max_m) in float32 (a
+// polynomial within 2 ulp of exp; 0 below −87, where float32 sums cannot hold the mass),
+// sums[0] = Σ e_b, sums[1] = Σ e_m, sums[2] = Σ over e_b > 0 of e_b·(xb − xm), accumulated in
+// float64. The same row given as xm and xb yields sums[0] == sums[1] and sums[2] == 0 exactly.
+using SoftmaxPairFn = void (*)(const float* xm, const float* xb, int64_t n, float max_m, float max_b, double* sums);
+
 // Channel j of an AWQ word sits in nibble kAwqReverse[j] (packing order 0, 2, 4, 6, 1, 3, 5, 7).
 constexpr int kAwqReverse[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 
@@ -50,6 +61,8 @@ struct KernelSet {
   Dot32Fn dot32;
   Dot16Fn dot16;
   DotAwqFn dot_awq;
+  RowMaxFn row_max;
+  SoftmaxPairFn softmax_pair;
 };
 
 const KernelSet& scalar_kernels();

@@ -1,5 +1,8 @@
 #include <c10/util/Half.h>
 
+#include <cstring>
+#include <limits>
+
 #include "kernels.h"
 
 namespace llmc::model::kernels {
@@ -85,11 +88,64 @@ void dot_awq_scalar(const int32_t* qweight, const int32_t* qzeros, const uint16_
   }
 }
 
+void row_max_scalar(const float* x, int64_t n, float* max, int64_t* at) {
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t where = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (x[j] != x[j]) {  // NaN: the first one wins
+      *max = x[j];
+      *at = j;
+      return;
+    }
+    if (x[j] > best) {
+      best = x[j];
+      where = j;
+    }
+  }
+  *max = best;
+  *at = where;
+}
+
+// exp(x) for x <= 0: x = k·ln 2 + r with |r| <= ln(2)/2 (ln 2 in two parts), e^r by Cephes'
+// expf polynomial, 2^k from the exponent bits; 0 below −87 and for −inf.
+inline float exp_nonpositive(float x) {
+  if (!(x >= -87.0f)) return 0.0f;
+  const float shifter = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + shifter;
+  const float k = t - shifter;
+  int32_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  const float r = (x - k * 0.693359375f) + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const int32_t scale_bits = (bits - 0x4B400000 + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return (p * r * r + r + 1.0f) * scale;
+}
+
+void softmax_pair_scalar(const float* xm, const float* xb, int64_t n, float max_m, float max_b, double* sums) {
+  double sb = 0, sm = 0, cross = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float eb = exp_nonpositive(xb[j] - max_b);
+    sb += static_cast<double>(eb);
+    sm += static_cast<double>(exp_nonpositive(xm[j] - max_m));
+    if (eb > 0) cross += static_cast<double>(eb * (xb[j] - xm[j]));
+  }
+  sums[0] = sb;
+  sums[1] = sm;
+  sums[2] = cross;
+}
+
 }  // namespace
 
 const KernelSet& scalar_kernels() {
-  static const KernelSet set{"scalar", dot4_scalar, dot8_scalar, dequant4_scalar, dot32_scalar, dot16_scalar,
-                             dot_awq_scalar};
+  static const KernelSet set{"scalar",       dot4_scalar,    dot8_scalar,        dequant4_scalar, dot32_scalar,
+                             dot16_scalar,   dot_awq_scalar, row_max_scalar,     softmax_pair_scalar};
   return set;
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "kernels.h"
@@ -19,6 +20,8 @@ namespace llmc::model::kernels {
 
 #ifdef LLMC_X86
 namespace {
+
+void row_max_scalar_fallback(const float* x, int64_t n, float* max, int64_t* at) { scalar_kernels().row_max(x, n, max, at); }
 
 // ---------------------------------------------------------------- AVX-512
 
@@ -280,6 +283,94 @@ __attribute__((target("avx2,fma,f16c"))) void dot_awq_avx2(const int32_t* qweigh
   }
 }
 
+// Maximum and first index over 16 lanes; lanes keep their first maximum (strictly greater
+// replaces), the lowest index among the lanes holding the overall maximum wins.
+__attribute__((target("avx512f"))) void row_max_avx512(const float* x, int64_t n, float* max, int64_t* at) {
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __m512 best = neg_inf;
+  __m512i best_at = _mm512_set1_epi32(-1);
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  __mmask16 nan = 0;
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 live = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 v = _mm512_mask_loadu_ps(neg_inf, live, x + j);
+    nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
+    const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+    best = _mm512_mask_mov_ps(best, gt, v);
+    best_at = _mm512_mask_mov_epi32(best_at, gt, idx);
+    idx = _mm512_add_epi32(idx, step);
+  }
+  if (nan != 0) {
+    row_max_scalar_fallback(x, n, max, at);
+    return;
+  }
+  alignas(64) float lane_best[16];
+  alignas(64) int32_t lane_at[16];
+  _mm512_store_ps(lane_best, best);
+  _mm512_store_si512(lane_at, best_at);
+  float m = -std::numeric_limits<float>::infinity();
+  int64_t where = -1;
+  for (int k = 0; k < 16; ++k) {
+    if (lane_at[k] < 0) continue;
+    if (where < 0 || lane_best[k] > m || (lane_best[k] == m && lane_at[k] < where)) {
+      m = lane_best[k];
+      where = lane_at[k];
+    }
+  }
+  *max = m;
+  *at = where < 0 ? 0 : where;
+}
+
+// exp(x) for x <= 0 on 16 lanes, the scalar kernel's polynomial with fused multiply-adds.
+__attribute__((target("avx512f"))) inline __m512 exp_nonpositive_avx512(__m512 x) {
+  const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NGE_UQ);
+  const __m512 xc = _mm512_mask_mov_ps(x, under, _mm512_setzero_ps());
+  const __m512 shifter = _mm512_set1_ps(12582912.0f);
+  const __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
+  const __m512 k = _mm512_sub_ps(t, shifter);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 er = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  const __m512i kb = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000 - 127));
+  const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(kb, 23));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), _mm512_mul_ps(er, scale));
+}
+
+__attribute__((target("avx512f"))) inline void add_as_double(__m512d& lo, __m512d& hi, __m512 v) {
+  lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+  // The upper eight lanes by a lane shuffle (GCC 12 warns falsely on _mm512_extractf64x4_pd).
+  hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(3, 2, 3, 2)))));
+}
+
+__attribute__((target("avx512f"))) void softmax_pair_avx512(const float* xm, const float* xb, int64_t n, float max_m,
+                                                            float max_b, double* sums) {
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 mm = _mm512_set1_ps(max_m), mb = _mm512_set1_ps(max_b);
+  __m512d sb_lo = _mm512_setzero_pd(), sb_hi = sb_lo, sm_lo = sb_lo, sm_hi = sb_lo, c_lo = sb_lo, c_hi = sb_lo;
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 live = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 b = _mm512_mask_loadu_ps(neg_inf, live, xb + j);
+    const __m512 m = _mm512_mask_loadu_ps(neg_inf, live, xm + j);
+    const __m512 eb = exp_nonpositive_avx512(_mm512_sub_ps(b, mb));
+    const __m512 em = exp_nonpositive_avx512(_mm512_sub_ps(m, mm));
+    const __mmask16 mass = _mm512_cmp_ps_mask(eb, _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 c = _mm512_maskz_mul_ps(mass, eb, _mm512_sub_ps(b, m));
+    add_as_double(sb_lo, sb_hi, eb);
+    add_as_double(sm_lo, sm_hi, em);
+    add_as_double(c_lo, c_hi, c);
+  }
+  sums[0] = _mm512_reduce_add_pd(_mm512_add_pd(sb_lo, sb_hi));
+  sums[1] = _mm512_reduce_add_pd(_mm512_add_pd(sm_lo, sm_hi));
+  sums[2] = _mm512_reduce_add_pd(_mm512_add_pd(c_lo, c_hi));
+}
+
 bool cpu_has(const char* feature) {
   __builtin_cpu_init();
   if (std::strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f");
@@ -293,13 +384,17 @@ bool cpu_has(const char* feature) {
 
 const KernelSet* avx512_kernels() {
   // AWQ's eight channels per word fill one 256-bit vector: the AVX2 kernel serves here too.
-  static const KernelSet set{"avx512", dot4_avx512, dot8_avx512, dequant4_avx512, dot32_avx512, dot16_avx512, dot_awq_avx2};
+  static const KernelSet set{"avx512",     dot4_avx512,  dot8_avx512,   dequant4_avx512,    dot32_avx512,
+                             dot16_avx512, dot_awq_avx2, row_max_avx512, softmax_pair_avx512};
   return cpu_has("avx512f") ? &set : nullptr;
 }
 
 const KernelSet* avx2_kernels() {
   // The dequantization of whole tiles is memory-bound; the scalar loop serves AVX2 machines.
-  static const KernelSet set{"avx2", dot4_avx2, dot8_avx2, scalar_kernels().dequant4, dot32_avx2, dot16_avx2, dot_awq_avx2};
+  // The comparison's row kernels (eval/compare) run the scalar ones on AVX2 machines.
+  static const KernelSet set{"avx2",     dot4_avx2,    dot8_avx2,
+                             scalar_kernels().dequant4, dot32_avx2, dot16_avx2,
+                             dot_awq_avx2, scalar_kernels().row_max, scalar_kernels().softmax_pair};
   return cpu_has("avx2") ? &set : nullptr;
 }
 
