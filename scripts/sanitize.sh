@@ -6,7 +6,7 @@
 # calib_cli_test: 3-8x slower under the sanitizers) run only in the plain build; the library
 # code they drive runs here through distill_test, calib_test, report_test and the evaluate,
 # quantize, prune and hostile-input CLI tests. The reruns of the decode tests with the scalar
-# and AVX2 kernel sets (decode_kernels_*, vec_kernels_*) also run only in the plain build; the
+# and AVX2 kernel sets (decode_kernels_*, vec_kernels_*, compare_kernels_scalar) also run only in the plain build; the
 # decode path itself runs here in model_test. LLMC_SANITIZE_ALL=1 runs everything.
 #   scripts/sanitize.sh
 set -euo pipefail
@@ -23,5 +23,5 @@ cd "$build"
 if [ "${LLMC_SANITIZE_ALL:-0}" = 1 ]; then
   ctest --output-on-failure -j 2
 else
-  ctest --output-on-failure -j 2 -E '^(distill_cli_test|pipeline_cli_test|calib_cli_test|decode_kernels_.*|vec_kernels_.*)$'
+  ctest --output-on-failure -j 2 -E '^(distill_cli_test|pipeline_cli_test|calib_cli_test|decode_kernels_.*|vec_kernels_.*|compare_kernels_.*)$'
 fi
