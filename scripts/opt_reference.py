@@ -20,8 +20,9 @@ def _has(sd, name):
     return name in sd or name.replace("model.decoder.", "decoder.", 1) in sd
 
 
-def forward(sd, cfg, input_ids, attention_mask):
-    """input_ids [B, T] long, attention_mask [B, T] (1 real, 0 pad) -> logits [B, T, V] float32."""
+def forward(sd, cfg, input_ids, attention_mask, observe=None):
+    """input_ids [B, T] long, attention_mask [B, T] (1 real, 0 pad) -> logits [B, T, V] float32.
+    observe(name, x), when given, sees the input of every decoder Linear (name without .weight)."""
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
     hd = H // nh
@@ -48,6 +49,8 @@ def forward(sd, cfg, input_ids, attention_mask):
         return F.layer_norm(v, (H,), None, None, 1e-5)
 
     def lin(v, p):
+        if observe is not None:
+            observe(p, v)
         b = _get(sd, p + ".bias") if _has(sd, p + ".bias") else None
         return F.linear(v, _get(sd, p + ".weight"), b)
 
