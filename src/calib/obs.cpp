@@ -22,36 +22,31 @@ int64_t zero_dead_inputs(at::Tensor& hessian, at::Tensor& weight) {
   return n;
 }
 
-namespace {
-
-// The upper factor of H^-1 from the dampened H (consumed: it is released as soon as its
-// Cholesky factor exists, and each factor as soon as the next one does, so that no more than
-// two matrices of this size live here at once); undefined when H is not positive definite.
-at::Tensor try_factor(at::Tensor h) {
-  auto [lower, info] = at::linalg_cholesky_ex(h);
-  h = at::Tensor();
-  if (info.item<int64_t>() != 0) return at::Tensor();
-  at::Tensor inv = at::cholesky_inverse(lower);
-  lower = at::Tensor();
-  auto [upper, info2] = at::linalg_cholesky_ex(inv, /*upper=*/true);
-  inv = at::Tensor();
-  if (info2.item<int64_t>() != 0 || !upper.isfinite().all().item<bool>()) return at::Tensor();
-  return upper;
-}
-
-}  // namespace
+DiagonalRestore::DiagonalRestore(const at::Tensor& matrix) : diag(matrix.diagonal()), saved(diag.clone()) {}
+DiagonalRestore::~DiagonalRestore() { diag.copy_(saved); }
 
 InverseFactor inverse_factor(const at::Tensor& hessian, double damp_percent) {
-  const double mean_diag = hessian.diagonal().mean().item<double>();
+  const DiagonalRestore restore(hessian);
+  at::Tensor diag = restore.diag;
+  const double mean_diag = diag.mean().item<double>();
   InverseFactor f;
   for (double damp = damp_percent; damp < 1.0; damp += 0.01, ++f.retries) {
-    at::Tensor h = hessian.clone();
-    h.diagonal().add_(damp * mean_diag);
-    f.upper = try_factor(std::move(h));
-    if (f.upper.defined()) {
-      f.damp_used = damp;
-      return f;
-    }
+    // Dampened in place and restored right after the factorization: no copy of H. Each
+    // factor is released as soon as the next exists, so that besides H no more than two
+    // matrices of its size live here at once.
+    diag.copy_(restore.saved);
+    diag.add_(damp * mean_diag);
+    auto [lower, info] = at::linalg_cholesky_ex(hessian);
+    diag.copy_(restore.saved);
+    if (info.item<int64_t>() != 0) continue;
+    at::Tensor inv = at::cholesky_inverse(lower);
+    lower = at::Tensor();
+    auto [upper, info2] = at::linalg_cholesky_ex(inv, /*upper=*/true);
+    inv = at::Tensor();
+    if (info2.item<int64_t>() != 0 || !upper.isfinite().all().item<bool>()) continue;
+    f.upper = upper;
+    f.damp_used = damp;
+    return f;
   }
   throw InputError("the calibration Hessian is not positive definite even with dampening 0.99 (--damp_percent " +
                    std::to_string(damp_percent) + "): the calibration inputs may hold NaN or infinite values");
