@@ -16,9 +16,11 @@
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <optional>
 
 #include "llmc/calib/calibration.h"
 #include "llmc/calib/obs.h"
@@ -156,27 +158,35 @@ TEST(Obs, DampeningIsRaisedWhenNeededAndReported) {
 // diagonal entries are set to 1 while the factor is made), with a dampening retry, with
 // act-order, and when no dampening helps (InputError).
 TEST(Obs, TheCallersHessianIsLeftAsItWas) {
-  at::manual_seed(11);
-  const at::Tensor x = at::randn({256, 64});
-  at::Tensor h = at::matmul(x.t(), x);
-  h[5].zero_();  // input 5 never fires
-  h.select(1, 5).zero_();
-  const at::Tensor before = h.clone();
-  const at::Tensor w = at::randn({32, 64});
-  calib::inverse_factor(h, 0.01);
-  EXPECT_TRUE(at::equal(h, before));
-  for (bool act_order : {false, true}) {
-    quant::GptqSettings s;
-    s.bits = 4;
-    s.group_size = 16;
-    s.desc_act = act_order;
-    EXPECT_EQ(quant::gptq_quantize(w, h, s).dead_inputs, 1);
-    EXPECT_TRUE(at::equal(h, before)) << act_order;
+  for (bool inference : {false, true}) {  // the layer driver collects under InferenceMode
+    at::manual_seed(11);
+    const at::Tensor x = at::randn({256, 64});
+    at::Tensor h;
+    {
+      std::optional<c10::InferenceMode> mode;
+      if (inference) mode.emplace();
+      h = at::matmul(x.t(), x);
+      h[5].zero_();  // input 5 never fires
+      h.select(1, 5).zero_();
+    }
+    EXPECT_EQ(h.is_inference(), inference);
+    const at::Tensor before = h.clone();
+    const at::Tensor w = at::randn({32, 64});
+    calib::inverse_factor(h, 0.01);
+    EXPECT_TRUE(at::equal(h, before));
+    for (bool act_order : {false, true}) {
+      quant::GptqSettings s;
+      s.bits = 4;
+      s.group_size = 16;
+      s.desc_act = act_order;
+      EXPECT_EQ(quant::gptq_quantize(w, h, s).dead_inputs, 1);
+      EXPECT_TRUE(at::equal(h, before)) << act_order;
+    }
+    prune::SparseGptSettings sp;
+    sp.sparsity = 0.5;
+    EXPECT_EQ(prune::sparsegpt_prune(w, h, sp).dead_inputs, 1);
+    EXPECT_TRUE(at::equal(h, before));
   }
-  prune::SparseGptSettings sp;
-  sp.sparsity = 0.5;
-  EXPECT_EQ(prune::sparsegpt_prune(w, h, sp).dead_inputs, 1);
-  EXPECT_TRUE(at::equal(h, before));
   at::Tensor v = at::tensor(std::vector<float>{1, 2, 3, 4}).unsqueeze(1);
   at::Tensor rank1 = at::matmul(v, v.t());
   const at::Tensor rank1_before = rank1.clone();

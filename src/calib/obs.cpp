@@ -3,6 +3,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cholesky_inverse.h>
 #include <ATen/ops/linalg_cholesky_ex.h>
+#include <c10/core/InferenceMode.h>
 
 #include <cmath>
 #include <utility>
@@ -11,7 +12,12 @@
 
 namespace llmc::calib {
 
+// The edits in place below run under InferenceMode: a Hessian collected under it is an
+// inference tensor, which refuses in-place updates outside it (normal tensors accept them
+// either way).
+
 int64_t zero_dead_inputs(at::Tensor& hessian, at::Tensor& weight) {
+  c10::InferenceMode guard;
   at::Tensor diag = hessian.diagonal();
   at::Tensor dead = diag == 0;
   const int64_t n = dead.sum().item<int64_t>();
@@ -22,10 +28,22 @@ int64_t zero_dead_inputs(at::Tensor& hessian, at::Tensor& weight) {
   return n;
 }
 
-DiagonalRestore::DiagonalRestore(const at::Tensor& matrix) : diag(matrix.diagonal()), saved(diag.clone()) {}
-DiagonalRestore::~DiagonalRestore() { diag.copy_(saved); }
+DiagonalRestore::DiagonalRestore(const at::Tensor& matrix) {
+  c10::InferenceMode guard;
+  diag = matrix.diagonal();
+  saved = diag.clone();
+}
+
+DiagonalRestore::~DiagonalRestore() {
+  try {
+    c10::InferenceMode guard;
+    diag.copy_(saved);
+  } catch (...) {  // a copy between two CPU float32 buffers of one shape: not expected to fail
+  }
+}
 
 InverseFactor inverse_factor(const at::Tensor& hessian, double damp_percent) {
+  c10::InferenceMode guard;
   const DiagonalRestore restore(hessian);
   at::Tensor diag = restore.diag;
   const double mean_diag = diag.mean().item<double>();
