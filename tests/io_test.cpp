@@ -63,6 +63,25 @@ TEST(Safetensors, RoundTripsEveryDtypeAndShape) {
   }
 }
 
+// release_pages drops the pages behind a view of a loaded file (its values come back from the
+// file) and leaves any other tensor alone (MADV_DONTNEED would zero anonymous memory).
+TEST(Safetensors, ReleasePagesTouchesOnlyFileMappings) {
+  test::TempDir tmp;
+  io::StateDict sd;
+  sd["big"] = at::randn({1024, 256});  // 1 MiB: whole pages inside
+  const std::string path = tmp / "x.safetensors";
+  io::save_safetensors(path, sd);
+  const at::Tensor expected = sd["big"].clone();
+  auto f = io::SafetensorsFile::open(path);
+  const at::Tensor mapped = f.tensor("big");
+  io::release_pages(mapped);
+  EXPECT_TRUE(at::equal(mapped, expected));
+  at::Tensor anonymous = at::randn({1024, 256});
+  const at::Tensor copy = anonymous.clone();
+  io::release_pages(anonymous);
+  EXPECT_TRUE(at::equal(anonymous, copy));
+}
+
 TEST(Safetensors, WriterFollowsTheReferenceLayout) {
   test::TempDir tmp;
   io::StateDict sd;

@@ -363,6 +363,12 @@ LayerwiseResult run_layerwise(model::CausalLM& lm, LayerDriver& driver, LayerMet
   fs::create_directories(o.state_dir);
   if (!resuming) io::write_file_atomic(run_file, fingerprint.dump(1) + "\n");
 
+  // Layer 0's inputs are embedded by now: the parameters that view the checkpoint's mapping
+  // (with 16-bit weights kept, all of them; the token embedding is the largest) leave memory
+  // and come back from the page cache when a layer or the writer reads them. Nothing has
+  // edited them yet (the mapping is copy-on-write), so nothing is lost.
+  for (const auto& [name, t] : lm.named_parameters()) io::release_pages(t);
+
   // Fault injection for the tests: SIGKILL right after layer N was kept.
   const char* kill_after = std::getenv("LLMC_TEST_KILL_AFTER_LAYER");
   const int64_t layers = driver.num_layers();

@@ -8,6 +8,9 @@
 
 namespace llmc::io {
 
+// Whether [begin, begin + nbytes) lies inside one live MappedFile.
+bool in_file_mapping(const void* begin, uint64_t nbytes);
+
 class MappedFile {
  public:
   // InputError when the file cannot be opened or mapped.

@@ -404,6 +404,8 @@ std::vector<std::string> SafetensorsStreamWriter::finish(const std::string& dir,
 
 void release_pages(const at::Tensor& t) {
   if (!t.defined() || !t.device().is_cpu() || t.numel() == 0) return;
+  // Only a view of a file mapping: on other memory MADV_DONTNEED would zero the values.
+  if (!in_file_mapping(t.data_ptr(), tensor_nbytes(t))) return;
   const long page = ::sysconf(_SC_PAGESIZE);
   auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
   auto end = begin + tensor_nbytes(t);

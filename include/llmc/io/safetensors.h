@@ -88,8 +88,10 @@ class SafetensorsStreamWriter {
   std::vector<Item> items_;
 };
 
-// Drops the resident pages behind a tensor that views a read-only file mapping (they are
-// read again from the file if touched). For streaming over big inputs.
+// Drops the resident pages behind a tensor that views a file mapping of a loaded checkpoint
+// (they are read again from the file if touched); does nothing to any other tensor. The
+// mapping is copy-on-write: values edited in place would go back to the file's. For
+// streaming over big inputs.
 void release_pages(const at::Tensor& t);
 
 }  // namespace llmc::io
