@@ -42,6 +42,10 @@ DiagonalRestore::~DiagonalRestore() {
   }
 }
 
+WorkingHessian::WorkingHessian(const at::Tensor& hessian) : matrix(hessian.to(c10::kCPU, c10::kFloat)) {
+  if (matrix.is_same(hessian)) restore_.emplace(matrix);
+}
+
 InverseFactor inverse_factor(const at::Tensor& hessian, double damp_percent) {
   c10::InferenceMode guard;
   const DiagonalRestore restore(hessian);
@@ -52,7 +56,6 @@ InverseFactor inverse_factor(const at::Tensor& hessian, double damp_percent) {
     // Dampened in place and restored right after the factorization: no copy of H. Each
     // factor is released as soon as the next exists, so that besides H no more than two
     // matrices of its size live here at once.
-    diag.copy_(restore.saved);
     diag.add_(damp * mean_diag);
     auto [lower, info] = at::linalg_cholesky_ex(hessian);
     diag.copy_(restore.saved);

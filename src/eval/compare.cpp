@@ -63,87 +63,64 @@ struct RowResult {
   double logp_base;   // log P_base(correct token)
 };
 
-// A row's figures from its maxima and softmax sums (S_b = Σ e^(x_b − max_b), S_m likewise,
-// C = Σ e^(x_b − max_b)·(x_b − x_m) over the ids the base gives mass):
-// KL = C / S_b − (lse_b − lse_m). A broken row (NaN or +inf logits, or no mass at all) gets
-// NaN figures, as the log-softmax would make them.
-template <typename T>
-RowResult finish_row(const T* xm, const T* xb, int64_t target, T max_m, T max_b, bool same_top, const double* sums,
-                     const double* base_target_logp) {
-  RowResult r;
-  r.same_top = same_top;
-  if (!std::isfinite(static_cast<double>(max_m)) || !std::isfinite(static_cast<double>(max_b))) {
-    const double nan = std::nan("");
-    r.kl = nan;
-    r.logp_model = nan;
-    r.logp_base = base_target_logp ? *base_target_logp : nan;
-    return r;
-  }
-  const double lse_b = static_cast<double>(max_b) + std::log(sums[0]);
-  const double lse_m = static_cast<double>(max_m) + std::log(sums[1]);
-  r.kl = sums[2] / sums[0] - (lse_b - lse_m);
-  r.logp_model = static_cast<double>(xm[target]) - lse_m;
-  r.logp_base = base_target_logp ? *base_target_logp : static_cast<double>(xb[target]) - lse_b;
-  return r;
-}
-
-// float32 rows on the CPU's kernels (model/kernels: AVX-512 or the scalar reference).
-void compare_rows_f32(const float* xm, int64_t stride_m, const float* xb, int64_t stride_b, int64_t n,
-                      const int64_t* targets, const int64_t* base_top, const double* base_target_logp, int64_t r0,
-                      int64_t r1, RowResult* out) {
-  const model::kernels::KernelSet& k = model::kernels::best_kernels();
-  for (int64_t i = r0; i < r1; ++i) {
-    const float* m = xm + i * stride_m;
-    const float* b = xb + i * stride_b;
-    float max_m, max_b;
-    int64_t top_m, top_b;
-    k.row_max(m, n, &max_m, &top_m);
-    k.row_max(b, n, &max_b, &top_b);
-    double sums[3] = {0, 0, 0};
-    if (std::isfinite(max_m) && std::isfinite(max_b)) k.softmax_pair(m, b, n, max_m, max_b, sums);
-    out[i] = finish_row(m, b, targets[i], max_m, max_b, top_m == (base_top ? base_top[i] : top_b), sums,
-                        base_target_logp ? base_target_logp + i : nullptr);
-  }
-}
-
-// float64 rows (a float64 model or base), plain loops with std::exp.
-void row_max_f64(const double* x, int64_t n, double& best, int64_t& at) {
-  best = -std::numeric_limits<double>::infinity();
-  at = 0;
+// float64 rows (a float64 model or base): the kernels' row maximum and softmax sums as plain
+// loops with std::exp.
+void row_max_f64(const double* x, int64_t n, double* best, int64_t* at) {
+  *best = -std::numeric_limits<double>::infinity();
+  *at = 0;
   for (int64_t j = 0; j < n; ++j) {
     if (std::isnan(x[j])) {
-      best = x[j];
-      at = j;
+      *best = x[j];
+      *at = j;
       return;
     }
-    if (x[j] > best) {
-      best = x[j];
-      at = j;
+    if (x[j] > *best) {
+      *best = x[j];
+      *at = j;
     }
   }
 }
 
-void compare_rows_f64(const double* xm, int64_t stride_m, const double* xb, int64_t stride_b, int64_t n,
-                      const int64_t* targets, const int64_t* base_top, const double* base_target_logp, int64_t r0,
-                      int64_t r1, RowResult* out) {
+void softmax_pair_f64(const double* xm, const double* xb, int64_t n, double max_m, double max_b, double* sums) {
+  sums[0] = sums[1] = sums[2] = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double eb = std::exp(xb[j] - max_b);
+    sums[0] += eb;
+    sums[1] += std::exp(xm[j] - max_m);
+    if (eb > 0) sums[2] += eb * (xb[j] - xm[j]);
+  }
+}
+
+// Rows [r0, r1): maxima and tops, then from the softmax sums (S_b = Σ e^(x_b − max_b), S_m
+// likewise, C = Σ e^(x_b − max_b)·(x_b − x_m) over the ids the base gives mass)
+// KL = C / S_b − (lse_b − lse_m). A broken row (NaN or +inf logits, or no mass at all) gets
+// NaN figures, as the log-softmax would make them.
+template <typename T, typename RowMax, typename SoftmaxPair>
+void compare_rows(const T* xm, int64_t stride_m, const T* xb, int64_t stride_b, int64_t n, const int64_t* targets,
+                  const int64_t* base_top, const double* base_target_logp, int64_t r0, int64_t r1, RowMax row_max,
+                  SoftmaxPair softmax_pair, RowResult* out) {
   for (int64_t i = r0; i < r1; ++i) {
-    const double* m = xm + i * stride_m;
-    const double* b = xb + i * stride_b;
-    double max_m, max_b;
+    const T* m = xm + i * stride_m;
+    const T* b = xb + i * stride_b;
+    T max_m, max_b;
     int64_t top_m, top_b;
-    row_max_f64(m, n, max_m, top_m);
-    row_max_f64(b, n, max_b, top_b);
-    double sums[3] = {0, 0, 0};
-    if (std::isfinite(max_m) && std::isfinite(max_b)) {
-      for (int64_t j = 0; j < n; ++j) {
-        const double eb = std::exp(b[j] - max_b);
-        sums[0] += eb;
-        sums[1] += std::exp(m[j] - max_m);
-        if (eb > 0) sums[2] += eb * (b[j] - m[j]);
-      }
+    row_max(m, n, &max_m, &top_m);
+    row_max(b, n, &max_b, &top_b);
+    RowResult& r = out[i];
+    r.same_top = top_m == (base_top ? base_top[i] : top_b);
+    const bool given = base_target_logp != nullptr;
+    if (!std::isfinite(static_cast<double>(max_m)) || !std::isfinite(static_cast<double>(max_b))) {
+      r.kl = r.logp_model = std::nan("");
+      r.logp_base = given ? base_target_logp[i] : r.kl;
+      continue;
     }
-    out[i] = finish_row(m, b, targets[i], max_m, max_b, top_m == (base_top ? base_top[i] : top_b), sums,
-                        base_target_logp ? base_target_logp + i : nullptr);
+    double sums[3];
+    softmax_pair(m, b, n, max_m, max_b, sums);
+    const double lse_b = static_cast<double>(max_b) + std::log(sums[0]);
+    const double lse_m = static_cast<double>(max_m) + std::log(sums[1]);
+    r.kl = sums[2] / sums[0] - (lse_b - lse_m);
+    r.logp_model = static_cast<double>(m[targets[i]]) - lse_m;
+    r.logp_base = given ? base_target_logp[i] : static_cast<double>(b[targets[i]]) - lse_b;
   }
 }
 
@@ -177,13 +154,15 @@ void CompareAccumulator::add(const at::Tensor& model_logits, const BaseDistribut
   const int64_t* topp = top.defined() ? top.data_ptr<int64_t>() : nullptr;
   const double* tlp = tlogp.defined() ? tlogp.data_ptr<double>() : nullptr;
   std::vector<RowResult> rows(static_cast<size_t>(n));
+  // float32 rows on the CPU's kernels (model/kernels: AVX-512 or the scalar reference).
+  const model::kernels::KernelSet& k = model::kernels::best_kernels();
   at::parallel_for(0, n, 1, [&](int64_t a, int64_t b) {
     if (dt == c10::kDouble) {
-      compare_rows_f64(xm.data_ptr<double>(), xm.stride(0), xb.data_ptr<double>(), xb.stride(0), shared, tp, topp, tlp, a, b,
-                       rows.data());
+      compare_rows(xm.data_ptr<double>(), xm.stride(0), xb.data_ptr<double>(), xb.stride(0), shared, tp, topp, tlp, a, b,
+                   row_max_f64, softmax_pair_f64, rows.data());
     } else {
-      compare_rows_f32(xm.data_ptr<float>(), xm.stride(0), xb.data_ptr<float>(), xb.stride(0), shared, tp, topp, tlp, a, b,
-                       rows.data());
+      compare_rows(xm.data_ptr<float>(), xm.stride(0), xb.data_ptr<float>(), xb.stride(0), shared, tp, topp, tlp, a, b,
+                   k.row_max, k.softmax_pair, rows.data());
     }
   });
   for (const RowResult& r : rows) {

@@ -35,7 +35,7 @@ bool in_file_mapping(const void* begin, uint64_t nbytes) {
   const auto b = reinterpret_cast<uintptr_t>(begin);
   std::lock_guard<std::mutex> lock(ranges_mutex());
   return std::any_of(ranges().begin(), ranges().end(),
-                     [&](const auto& r) { return b >= r.first && nbytes <= r.second - b && b < r.second; });
+                     [&](const auto& r) { return b >= r.first && b < r.second && nbytes <= r.second - b; });
 }
 
 MappedFile::MappedFile(const std::string& path) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <limits>
 
+#include "kernels/kernels.h"
 #include "llmc/core/error.h"
 #include "llmc/core/progress.h"
 
@@ -27,16 +28,6 @@ void validate(const GenerationOptions& o) {
   }
   if (o.top_k < 0) throw UsageError("--top_k must be >= 0, found " + std::to_string(o.top_k));
   if (!(o.top_p > 0.0 && o.top_p <= 1.0)) throw UsageError("--top_p must be in (0, 1], found " + std::to_string(o.top_p));
-}
-
-// The first index of the largest value (a NaN counts as the largest, as torch.argmax).
-int64_t argmax_of(const float* v, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (std::isnan(v[i])) return i;
-    if (v[i] > v[best]) best = i;
-  }
-  return best;
 }
 
 // Next id from last-position logits [V] (float32, CPU).
@@ -54,7 +45,12 @@ int64_t pick(const at::Tensor& logits, const GenerationOptions& o, at::Generator
 
 int64_t argmax_id(const at::Tensor& logits) {
   const at::Tensor l = logits.to(c10::kCPU, c10::kFloat).contiguous();
-  return argmax_of(l.data_ptr<float>(), l.numel());
+  // The kernels' row maximum: the first index of the largest value, a NaN first.
+  const auto& k = l.numel() < (int64_t{1} << 31) ? kernels::best_kernels() : kernels::scalar_kernels();
+  float top;
+  int64_t at = 0;
+  k.row_max(l.data_ptr<float>(), l.numel(), &top, &at);
+  return at;
 }
 
 std::vector<std::pair<int64_t, double>> sampling_support(const at::Tensor& logits, const GenerationOptions& o) {

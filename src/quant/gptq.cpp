@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
 #include <vector>
 
 #include "llmc/calib/obs.h"
@@ -24,12 +23,8 @@ namespace llmc::quant {
 
 GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const GptqSettings& s) {
   at::Tensor W = weight.to(c10::kCPU, c10::kFloat).clone();
-  // The caller's Hessian itself when it is CPU float32 (no copy of a matrix that is 268 MB
-  // for opt-1.3b's fc2): the dead inputs' diagonal entries set here are restored on return (a
-  // converted copy is released after the factorization).
-  at::Tensor H = hessian.to(c10::kCPU, c10::kFloat);
-  std::optional<calib::DiagonalRestore> restore_diagonal;
-  if (H.is_same(hessian)) restore_diagonal.emplace(H);
+  calib::WorkingHessian working(hessian);  // the caller's, edited on its diagonal and restored
+  at::Tensor& H = working.matrix;
   const int64_t rows = W.size(0), cols = W.size(1);
   const int64_t gs = s.group_size == -1 ? cols : s.group_size;
   if (gs <= 0 || cols % gs != 0) {

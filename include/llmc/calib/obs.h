@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 
 namespace llmc::calib {
 
@@ -22,6 +23,19 @@ struct DiagonalRestore {
   DiagonalRestore& operator=(const DiagonalRestore&) = delete;
   at::Tensor diag;   // a view of the matrix's diagonal
   at::Tensor saved;  // its values on entry
+};
+
+// A method's working Hessian: the caller's own matrix when it is CPU float32 (no copy of a
+// matrix that is 268 MB for opt-1.3b's fc2; the diagonal entries the method sets, e.g. for dead
+// inputs, are restored bit for bit when this leaves scope), else a converted copy, released
+// as soon as `matrix` lets go of it.
+class WorkingHessian {
+ public:
+  explicit WorkingHessian(const at::Tensor& hessian);
+  at::Tensor matrix;
+
+ private:
+  std::optional<DiagonalRestore> restore_;
 };
 
 struct InverseFactor {

@@ -21,8 +21,6 @@ namespace llmc::model::kernels {
 #ifdef LLMC_X86
 namespace {
 
-void row_max_scalar_fallback(const float* x, int64_t n, float* max, int64_t* at) { scalar_kernels().row_max(x, n, max, at); }
-
 // ---------------------------------------------------------------- AVX-512
 
 __attribute__((target("avx512f"))) inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -283,6 +281,11 @@ __attribute__((target("avx2,fma,f16c"))) void dot_awq_avx2(const int32_t* qweigh
   }
 }
 
+// The lanes of a 16-float step that hold data when `left` values remain.
+inline __mmask16 lanes_left(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
 // Maximum and first index over 16 lanes; lanes keep their first maximum (strictly greater
 // replaces), the lowest index among the lanes holding the overall maximum wins.
 __attribute__((target("avx512f"))) void row_max_avx512(const float* x, int64_t n, float* max, int64_t* at) {
@@ -293,7 +296,7 @@ __attribute__((target("avx512f"))) void row_max_avx512(const float* x, int64_t n
   const __m512i step = _mm512_set1_epi32(16);
   __mmask16 nan = 0;
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 live = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 live = lanes_left(n - j);
     const __m512 v = _mm512_mask_loadu_ps(neg_inf, live, x + j);
     nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
     const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
@@ -301,8 +304,8 @@ __attribute__((target("avx512f"))) void row_max_avx512(const float* x, int64_t n
     best_at = _mm512_mask_mov_epi32(best_at, gt, idx);
     idx = _mm512_add_epi32(idx, step);
   }
-  if (nan != 0) {
-    row_max_scalar_fallback(x, n, max, at);
+  if (nan != 0) {  // the first NaN: the scalar scan finds it
+    scalar_kernels().row_max(x, n, max, at);
     return;
   }
   alignas(64) float lane_best[16];
@@ -355,7 +358,7 @@ __attribute__((target("avx512f"))) void softmax_pair_avx512(const float* xm, con
   const __m512 mm = _mm512_set1_ps(max_m), mb = _mm512_set1_ps(max_b);
   __m512d sb_lo = _mm512_setzero_pd(), sb_hi = sb_lo, sm_lo = sb_lo, sm_hi = sb_lo, c_lo = sb_lo, c_hi = sb_lo;
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 live = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 live = lanes_left(n - j);
     const __m512 b = _mm512_mask_loadu_ps(neg_inf, live, xb + j);
     const __m512 m = _mm512_mask_loadu_ps(neg_inf, live, xm + j);
     const __m512 eb = exp_nonpositive_avx512(_mm512_sub_ps(b, mb));
